@@ -1,0 +1,75 @@
+"""The `gpv` command: a thin Typer layer over plain functions.
+
+Each command lives in its own module and calls one core function. Every failure a
+user can cause is a GPVError, printed here as one line with a non-zero exit code;
+GPV_DEBUG=1 shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from gpvcli.errors import GPVError
+
+app = typer.Typer(
+    name="gpv",
+    help="GPV-1, a general purpose vision model: build data, train, evaluate, ablate, predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+_PLANNED = {
+    "train": "train a model (the paper's losses and recipe)",
+    "evaluate": "evaluate a run on test seen/unseen",
+    "predict": "answer a task on your own image",
+    "ablate": "run the paper's ablations (Tables 1-3, Fig. 1)",
+    "report": "an HTML page of qualitative results",
+    "quickstart": "synth, prepare, train, evaluate and predict in one go",
+}
+
+
+def _planned(name: str, summary: str) -> None:
+    @app.command(name, help=f"{summary} [not built yet]",
+                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def _command(ctx: typer.Context) -> None:
+        raise GPVError(f"`gpv {name}` is not built yet in this version", hint="see README.md for what works")
+
+
+def _register() -> None:
+    from gpvcli.cli import prepare, synth
+
+    app.command("synth")(synth.synth_command)
+    app.command("prepare")(prepare.prepare_command)
+    try:
+        from gpvcli.cli import info
+
+        app.command("info")(info.info_command)
+    except ImportError:
+        _planned("info", "parameters and FLOPs of a model preset")
+    for name, summary in _PLANNED.items():
+        _planned(name, summary)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app()
+    except GPVError as e:
+        if os.environ.get("GPV_DEBUG") == "1":
+            raise
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except Exception as e:
+        if os.environ.get("GPV_DEBUG") == "1":
+            raise
+        err_console.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {e} "
+                          "(rerun with GPV_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        sys.exit(1)
