@@ -7,8 +7,8 @@ PAD, START, STOP, UNK. The vocabulary is saved as JSON: {"words": [...], "min_co
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from gpvcli import io
 from gpvcli.data.text import normalize
@@ -28,7 +28,7 @@ class Vocab:
         return len(self.words)
 
     @classmethod
-    def build(cls, texts: Iterable[str], min_count: int = 1) -> "Vocab":
+    def build(cls, texts: Iterable[str], min_count: int = 1) -> Vocab:
         """Words seen at least `min_count` times, most frequent first (ties alphabetical)."""
         counts = Counter(t for text in texts for t in normalize(text))
         kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
@@ -56,6 +56,6 @@ class Vocab:
         io.write_json(path, {"words": self.words, "min_count": min_count}, indent=None)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocab":
+    def load(cls, path: str | Path) -> Vocab:
         data = io.read_json(path, "answer vocabulary")
         return cls(data["words"])

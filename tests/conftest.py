@@ -1,0 +1,64 @@
+import json
+from pathlib import Path
+
+import pytest
+
+
+def _write(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def make_mini_coco(root: Path) -> Path:
+    """A hand-written COCO/VQA folder: few images, known contents, no image files.
+
+    train2014: images 1-10; val2014: images 101-104. Categories used: dog (18), hot dog (58),
+    bench (15, H_vqa,cap), banana (52, H_cls,loc), person (1).
+    """
+    from gpvcli.data.categories import coco_category_dicts
+
+    def split(name, image_ids, captions, instances, questions):
+        images = [{"id": i, "file_name": f"COCO_{name}_{i:012d}.jpg", "width": 100, "height": 80}
+                  for i in image_ids]
+        anns = [{"id": aid, "image_id": im, "category_id": c, "bbox": list(b), "area": b[2] * b[3], "iscrowd": 0}
+                for aid, im, c, b in instances]
+        _write(root / "annotations" / f"instances_{name}.json",
+               {"images": images, "annotations": anns, "categories": coco_category_dicts()})
+        _write(root / "annotations" / f"captions_{name}.json",
+               {"images": images, "annotations": [{"id": cid, "image_id": im, "caption": c}
+                                                  for cid, im, c in captions]})
+        _write(root / "annotations" / f"v2_OpenEnded_mscoco_{name}_questions.json",
+               {"questions": [{"question_id": q, "image_id": im, "question": text} for q, im, text, _ in questions]})
+        _write(root / "annotations" / f"v2_mscoco_{name}_annotations.json",
+               {"annotations": [{"question_id": q, "image_id": im, "multiple_choice_answer": ans,
+                                 "answers": [{"answer": ans, "answer_confidence": "yes", "answer_id": k + 1}
+                                             for k in range(10)],
+                                 "question_type": "what is", "answer_type": "other"}
+                                for q, im, _, ans in questions]})
+        (root / "images" / name).mkdir(parents=True, exist_ok=True)
+
+    train_ids = list(range(1, 11))
+    split("train2014", train_ids,
+          captions=[(1000 + i, i, c) for i, c in zip(train_ids, [
+              "A dog sits on a bench.", "A hot dog on a plate.", "Two dogs play.", "A banana on a table.",
+              "A man with a dog.", "Benches in a park.", "A puppy.", "A man eating a hot dog.",
+              "A person.", "Some bananas."])],
+          instances=[(i * 10 + k, i, c, (5.0 * k, 5.0, 20.0, 10.0))
+                     for i in train_ids for k, c in enumerate([18, 52] if i % 2 else [18, 15, 1])],
+          questions=[(2000 + i, i, q, a) for i, q, a in [
+              (1, "What is on the bench?", "dog"), (2, "What animal is this?", "dog"),
+              (3, "Is there a horse?", "no"), (4, "What fruit is this?", "banana")]])
+    split("val2014", [101, 102, 103, 104],
+          captions=[(3001, 101, "A dog on a bench."), (3002, 102, "A dog and a banana."),
+                    (3003, 103, "A hot dog."), (3004, 104, "A person.")],
+          instances=[(5001, 101, 18, (1.0, 1.0, 10.0, 10.0)), (5002, 101, 15, (20.0, 20.0, 30.0, 20.0)),
+                     (5003, 102, 52, (2.0, 2.0, 10.0, 10.0)), (5004, 102, 52, (40.0, 2.0, 10.0, 10.0)),
+                     (5005, 103, 58, (0.0, 0.0, 50.0, 40.0)), (5006, 104, 1, (90.0, 70.0, 20.0, 20.0))],
+          questions=[(4001, 101, "What is the dog on?", "bench"), (4002, 102, "What is yellow?", "banana"),
+                     (4003, 103, "What food is this?", "hot dog")])
+    return root
+
+
+@pytest.fixture
+def mini_coco(tmp_path) -> Path:
+    return make_mini_coco(tmp_path / "coco")
