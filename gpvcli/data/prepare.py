@@ -19,6 +19,7 @@ flags one "unseen" when it mentions a category held out from its task.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -29,7 +30,7 @@ from gpvcli import io
 from gpvcli.data import categories as cats
 from gpvcli.data import coco
 from gpvcli.data.prompts import CAPTION_PROMPTS, CLASSIFICATION_PROMPTS, LOCALIZATION_PROMPTS, PROMPTS, TASKS
-from gpvcli.data.store import ImageTable, SampleTable, write_split
+from gpvcli.data.store import ImageTable, Ragged, SampleTable, write_split
 from gpvcli.data.text import mentions, normalize
 from gpvcli.data.vocab import Vocab
 from gpvcli.errors import GPVError
@@ -49,20 +50,41 @@ class _Mentions:
         self.cache: dict[str, tuple[int, ...]] = {}
         self.ids = {c.name: c.id for c in cats.categories()}
 
-    def __call__(self, text: str) -> tuple[int, ...]:
+    def __call__(self, *texts: str) -> tuple[int, ...]:
+        if len(texts) > 1:
+            return tuple(dict.fromkeys(c for t in texts for c in self(t)))
+        text = texts[0]
         hit = self.cache.get(text)
         if hit is None:
             hit = self.cache[text] = tuple(self.ids[n] for n in mentions(normalize(text)))
         return hit
 
 
-def _union(*groups) -> list[int]:
-    out: list[int] = []
-    for g in groups:
-        for c in g:
-            if c not in out:
-                out.append(c)
-    return out
+def _table(task: str, *, sample_id: list[str], image: np.ndarray, query: list[str], template_id, target: list[str],
+           mentions: list, answers: list | None = None, boxes: Ragged | None = None, crop: np.ndarray | None = None,
+           category_id=None, question_type: list[str] | None = None,
+           answer_type: list[str] | None = None) -> SampleTable:
+    """Columns of one task's samples; unset columns get their empty value."""
+    n = len(sample_id)
+    empty = [""] * n
+    return SampleTable(
+        task=np.full(n, TASK_CODE[task], np.uint8),
+        sample_id=[f"{task}/{i}" for i in sample_id],
+        image=np.asarray(image, np.int64).reshape(n),
+        query=query,
+        template_id=np.asarray(template_id, np.int16).reshape(n) if template_id is not None
+        else np.full(n, -1, np.int16),
+        target=target,
+        answers=answers if answers is not None else [[] for _ in range(n)],
+        boxes=boxes if boxes is not None else Ragged(np.zeros((0, 4), np.float32), np.zeros(n + 1, np.int64)),
+        crop=crop if crop is not None else np.full((n, 4), np.nan, np.float32),
+        category_id=np.asarray(category_id, np.int32).reshape(n) if category_id is not None
+        else np.full(n, -1, np.int32),
+        mentions=Ragged.from_rows(mentions, np.int32),
+        unseen=np.zeros(n, bool),
+        question_type=question_type if question_type is not None else empty,
+        answer_type=answer_type if answer_type is not None else empty,
+    )
 
 
 def build_samples(data: coco.ImageSplitData, *, seed: int) -> tuple[ImageTable, SampleTable]:
@@ -81,92 +103,97 @@ def build_samples(data: coco.ImageSplitData, *, seed: int) -> tuple[ImageTable, 
     captions = sorted(data.captions, key=lambda d: d["id"])
     for c in captions:
         images.captions[row_of[c["image_id"]]].append(c["caption"].strip())
+    tables = []
 
-    s = SampleTable()
-    nan4 = (np.nan,) * 4
-
-    def add(task, sid, image_id, query, template, target, answers, boxes, crop, category, mentioned,
-            qtype="", atype=""):
-        s.task.append(TASK_CODE[task])
-        s.sample_id.append(f"{task}/{sid}")
-        s.image.append(row_of[image_id])
-        s.query.append(query)
-        s.template_id.append(template)
-        s.target.append(target)
-        s.answers.append(answers)
-        s.boxes.append(boxes)
-        s.crop.append(crop)
-        s.category_id.append(category)
-        s.mentions.append(mentioned)
-        s.unseen.append(False)
-        s.question_type.append(qtype)
-        s.answer_type.append(atype)
-
-    no_boxes = np.zeros((0, 4), np.float32)
-    # vqa
+    # vqa: one sample per question
     answers_of = {a["question_id"]: a for a in data.vqa}
-    for q in sorted(data.questions, key=lambda d: d["question_id"]):
-        a = answers_of.get(q["question_id"])
-        if a is None:
-            raise GPVError(f"VQA question {q['question_id']} has no annotation in v2_mscoco_{data.name}_annotations.json")
-        mc = a["multiple_choice_answer"]
-        add("vqa", q["question_id"], q["image_id"], q["question"], -1, mc, [x["answer"] for x in a["answers"]],
-            no_boxes, nan4, -1, _union(mention(q["question"]), mention(mc)),
-            a.get("question_type", ""), a.get("answer_type", ""))
-    # cap
+    questions = sorted(data.questions, key=lambda d: d["question_id"])
+    missing = [q["question_id"] for q in questions if q["question_id"] not in answers_of]
+    if missing:
+        raise GPVError(f"VQA question {missing[0]} has no annotation in v2_mscoco_{data.name}_annotations.json")
+    vqa = [answers_of[q["question_id"]] for q in questions]
+    tables.append(_table(
+        "vqa", sample_id=[q["question_id"] for q in questions], image=[row_of[q["image_id"]] for q in questions],
+        query=[q["question"] for q in questions], template_id=None,
+        target=[a["multiple_choice_answer"] for a in vqa],
+        mentions=[mention(q["question"], a["multiple_choice_answer"]) for q, a in zip(questions, vqa)],
+        answers=[[x["answer"] for x in a["answers"]] for a in vqa],
+        question_type=[a.get("question_type", "") for a in vqa], answer_type=[a.get("answer_type", "") for a in vqa]))
+
+    # cap: one sample per caption
     templates = rng.integers(len(CAPTION_PROMPTS), size=len(captions))
-    for c, t in zip(captions, templates):
-        add("cap", c["id"], c["image_id"], CAPTION_PROMPTS[t], int(t), c["caption"].strip(), [], no_boxes, nan4,
-            -1, list(mention(c["caption"])))
-    # loc and cls: one sample each per (image, category present)
-    by_image_cat: dict[tuple[int, int], list[dict]] = defaultdict(list)
-    for a in data.instances:
-        by_image_cat[(a["image_id"], a["category_id"])].append(a)
-    keys = sorted(by_image_cat)
-    loc_t = rng.integers(len(LOCALIZATION_PROMPTS), size=len(keys))
-    cls_t = rng.integers(len(CLASSIFICATION_PROMPTS), size=len(keys))
-    names = cats.by_id()
-    loc_rows, cls_rows = [], []
-    for (image_id, cat_id), lt, ct in zip(keys, loc_t, cls_t):
-        anns = by_image_cat[(image_id, cat_id)]
-        xywh = np.asarray([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-        name = names[cat_id].name
-        query = LOCALIZATION_PROMPTS[lt].replace("[OBJECT]", name)
-        loc_rows.append((f"{image_id}:{cat_id}", image_id, query, int(lt), boxes, cat_id,
-                         _union((cat_id,), mention(query))))
-        first = min(anns, key=lambda a: a["id"])
-        x, y, w, h = first["bbox"]
-        row = row_of[image_id]
-        W, H = images.width[row], images.height[row]
-        crop = (max(0.0, x - CROP_MARGIN * w), max(0.0, y - CROP_MARGIN * h),
-                min(float(W), x + w + CROP_MARGIN * w), min(float(H), y + h + CROP_MARGIN * h))
-        cq = CLASSIFICATION_PROMPTS[ct]
-        cls_rows.append((f"{image_id}:{cat_id}", image_id, cq, int(ct), name, crop, cat_id,
-                         _union((cat_id,), mention(cq))))
-    for sid, image_id, query, t, boxes, cat_id, m in loc_rows:
-        add("loc", sid, image_id, query, t, "", [], boxes, nan4, cat_id, m)
-    for sid, image_id, query, t, name, crop, cat_id, m in cls_rows:
-        add("cls", sid, image_id, query, t, name, [], no_boxes, crop, cat_id, m)
-    # refexp
-    ann_by_id = {a["id"]: a for a in data.instances} if data.refs else {}
-    for ref in sorted(data.refs, key=lambda r: r["ref_id"]):
-        ann = ann_by_id.get(ref["ann_id"])
-        if ann is None:
-            raise GPVError(f"referring expression {ref['ref_id']} points at unknown annotation {ref['ann_id']}")
-        x, y, w, h = ann["bbox"]
-        box = np.asarray([[x, y, x + w, y + h]], np.float32)
-        for k, sentence in enumerate(ref["sentences"]):
-            add("refexp", f"{ref['ref_id']}:{k}", ref["image_id"], sentence, -1, "", [], box, nan4,
-                ann["category_id"], _union((ann["category_id"],), mention(sentence)))
-    return images, s
+    texts = [c["caption"].strip() for c in captions]
+    tables.append(_table(
+        "cap", sample_id=[c["id"] for c in captions], image=[row_of[c["image_id"]] for c in captions],
+        query=[CAPTION_PROMPTS[t] for t in templates], template_id=templates, target=texts,
+        mentions=[mention(t) for t in texts]))
+
+    # loc and cls: one sample each per (image, category present), grouped with numpy
+    inst = data.instances
+    n_inst = len(inst)
+    ann_image = np.fromiter((a["image_id"] for a in inst), np.int64, n_inst)
+    ann_cat = np.fromiter((a["category_id"] for a in inst), np.int64, n_inst)
+    ann_id = np.fromiter((a["id"] for a in inst), np.int64, n_inst)
+    xywh = np.fromiter(itertools.chain.from_iterable(a["bbox"] for a in inst), np.float64, 4 * n_inst).reshape(-1, 4)
+    order = np.lexsort((ann_id, ann_cat, ann_image))        # by image, then category, then annotation id
+    ann_image, ann_cat, xywh = ann_image[order], ann_cat[order], xywh[order]
+    new_group = np.ones(n_inst, bool)
+    new_group[1:] = (ann_image[1:] != ann_image[:-1]) | (ann_cat[1:] != ann_cat[:-1])
+    first = np.flatnonzero(new_group)                        # lowest annotation id of each group
+    offsets = np.append(first, n_inst).astype(np.int64)
+    g_image, g_cat = ann_image[first], ann_cat[first]
+    boxes = Ragged(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float32), offsets)
+    rows = np.asarray([row_of[int(i)] for i in g_image], np.int64)
+    ids = [f"{i}:{c}" for i, c in zip(g_image.tolist(), g_cat.tolist())]
+    names = [cats.by_id()[c].name for c in g_cat.tolist()]
+    loc_t = rng.integers(len(LOCALIZATION_PROMPTS), size=len(first))
+    cls_t = rng.integers(len(CLASSIFICATION_PROMPTS), size=len(first))
+    loc_q = [LOCALIZATION_PROMPTS[t].replace("[OBJECT]", n) for t, n in zip(loc_t, names)]
+    tables.append(_table(
+        "loc", sample_id=ids, image=rows, query=loc_q, template_id=loc_t, target=[""] * len(ids),
+        mentions=[dict.fromkeys((c, *mention(q))) for c, q in zip(g_cat.tolist(), loc_q)],
+        boxes=boxes, category_id=g_cat))
+    x, y, w, h = xywh[first].T
+    W = np.asarray(images.width, np.float64)[rows]
+    H = np.asarray(images.height, np.float64)[rows]
+    crop = np.stack([np.maximum(0, x - CROP_MARGIN * w), np.maximum(0, y - CROP_MARGIN * h),
+                     np.minimum(W, x + w + CROP_MARGIN * w), np.minimum(H, y + h + CROP_MARGIN * h)], 1)
+    cls_q = [CLASSIFICATION_PROMPTS[t] for t in cls_t]
+    tables.append(_table(
+        "cls", sample_id=ids, image=rows, query=cls_q, template_id=cls_t, target=names,
+        mentions=[dict.fromkeys((c, *mention(q))) for c, q in zip(g_cat.tolist(), cls_q)],
+        crop=crop.astype(np.float32), category_id=g_cat))
+
+    # refexp: one sample per sentence of each referring expression
+    if data.refs:
+        ann_by_id = {a["id"]: a for a in inst}
+        refs = sorted(data.refs, key=lambda r: r["ref_id"])
+        for ref in refs:
+            if ref["ann_id"] not in ann_by_id:
+                raise GPVError(f"referring expression {ref['ref_id']} points at unknown annotation {ref['ann_id']}")
+        rows_ = [(ref, k, sent) for ref in refs for k, sent in enumerate(ref["sentences"])]
+        anns = [ann_by_id[ref["ann_id"]] for ref, _, _ in rows_]
+        tables.append(_table(
+            "refexp", sample_id=[f"{ref['ref_id']}:{k}" for ref, k, _ in rows_],
+            image=[row_of[ref["image_id"]] for ref, _, _ in rows_], query=[s for _, _, s in rows_], template_id=None,
+            target=[""] * len(rows_),
+            mentions=[dict.fromkeys((a["category_id"], *mention(s))) for a, (_, _, s) in zip(anns, rows_)],
+            boxes=Ragged.from_rows([[[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                                      a["bbox"][1] + a["bbox"][3]]] for a in anns], np.float32, width=4),
+            category_id=[a["category_id"] for a in anns]))
+    return images, SampleTable.concat(tables)
 
 
 def held_out_mask(samples: SampleTable) -> np.ndarray:
     """True where a sample mentions a category held out (in COCO-SCE) from its own task."""
-    group = {c.id: c.group for c in cats.categories()}
-    return np.asarray([any(group[c] == HELD_FOR_TASK[TASKS[t]] for c in m)
-                       for t, m in zip(samples.task, samples.mentions)], dtype=bool)
+    held_of_category = np.zeros((len(TASKS), 91), bool)      # [task code, category id]
+    for c in cats.categories():
+        for task, group in HELD_FOR_TASK.items():
+            held_of_category[TASK_CODE[task], c.id] = c.group == group
+    m = samples.mentions
+    row = np.repeat(np.arange(len(m)), np.diff(m.offsets))   # sample of each mention
+    hit = held_of_category[samples.task[row].astype(np.int64), m.data]
+    return np.bincount(row[hit], minlength=len(m)) > 0
 
 
 def _subset_images(images: ImageTable, samples: SampleTable, image_rows: np.ndarray) -> tuple[ImageTable, SampleTable]:
@@ -176,7 +203,7 @@ def _subset_images(images: ImageTable, samples: SampleTable, image_rows: np.ndar
     sub = ImageTable(**{k: [v[i] for i in image_rows] for k, v in vars(images).items()})
     keep = new_row[np.asarray(samples.image, np.int64)] >= 0
     kept = samples.select(keep)
-    kept.image = new_row[np.asarray(kept.image, np.int64)].tolist()
+    kept.image = new_row[kept.image]
     return sub, kept
 
 
@@ -274,7 +301,7 @@ def prepare(split: str = "sce", *, coco_dir: Path | None = None, out_dir: Path |
             rows = np.flatnonzero(np.isin(ids, np.fromiter(wanted, np.int64, len(wanted))))
             images, samples = _subset_images(train_images, train_samples, rows)
             parts[name] = (images, samples.select(~held_out_mask(samples)))
-        test_samples.unseen = held_out_mask(test_samples).tolist()
+        test_samples.unseen = held_out_mask(test_samples)
         parts["test"] = (test_images, test_samples)
 
     vocab = Vocab.build(training_texts(parts["train"][1]), min_count=min_count)

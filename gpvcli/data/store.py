@@ -32,6 +32,7 @@ string column `X/strings` and `X/offsets` into it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,19 +50,19 @@ SCHEMA_VERSION = 1
 # ---- column writers / readers --------------------------------------------------------------------
 
 def _put_strings(g: h5py.Group, name: str, values: Sequence[str]) -> None:
-    encoded = [v.encode("utf-8") for v in values]
+    blob = "".join(values).encode("utf-8")
+    lengths = np.fromiter(map(len, values), np.int64, len(values))
+    if len(blob) != lengths.sum():  # not pure ASCII: byte lengths differ from character lengths
+        lengths = np.fromiter((len(v.encode("utf-8")) for v in values), np.int64, len(values))
     sub = g.create_group(name)
-    sub["offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)])
-    sub["utf8"] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    sub["offsets"] = np.concatenate([[0], np.cumsum(lengths)])
+    sub["utf8"] = np.frombuffer(blob, dtype=np.uint8)
 
 
-def _put_ragged(g: h5py.Group, name: str, rows: Sequence[np.ndarray], dtype, width: int | None = None) -> None:
+def _put_ragged(g: h5py.Group, name: str, ragged: Ragged) -> None:
     sub = g.create_group(name)
-    sub["offsets"] = np.concatenate([[0], np.cumsum([len(r) for r in rows], dtype=np.int64)])
-    shape = (0,) if width is None else (0, width)
-    data = np.concatenate([np.asarray(r, dtype=dtype).reshape((-1,) + shape[1:]) for r in rows]) if rows \
-        else np.zeros(shape, dtype)
-    sub["data"] = data
+    sub["offsets"] = ragged.offsets.astype(np.int64)
+    sub["data"] = ragged.data
 
 
 def _put_ragged_strings(g: h5py.Group, name: str, rows: Sequence[Sequence[str]]) -> None:
@@ -87,18 +88,6 @@ class StringColumn:
         return [self[i] for i in range(len(self))]
 
 
-class RaggedColumn:
-    def __init__(self, g: h5py.Group):
-        self.offsets = g["offsets"][()]
-        self.data = g["data"][()]
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.data[self.offsets[i]:self.offsets[i + 1]]
-
-
 class RaggedStrings:
     def __init__(self, g: h5py.Group):
         self.offsets = g["offsets"][()]
@@ -114,6 +103,44 @@ class RaggedStrings:
 # ---- the split tables -----------------------------------------------------------------------------
 
 @dataclass
+class Ragged:
+    """Rows of varying length: row i is data[offsets[i]:offsets[i + 1]]."""
+
+    data: np.ndarray      # (M, ...) all rows concatenated
+    offsets: np.ndarray   # (N + 1,) int64
+
+    @classmethod
+    def from_rows(cls, rows: Sequence, dtype, width: int | None = None) -> Ragged:
+        lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+        flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(rows) if width else rows),
+                           dtype, int(lengths.sum()) * (width or 1))
+        data = flat.reshape(-1, width) if width else flat
+        return cls(data, np.concatenate([[0], np.cumsum(lengths)]))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Ragged]) -> Ragged:
+        offsets = [np.zeros(1, np.int64)]
+        base = 0
+        for p in parts:
+            offsets.append(p.offsets[1:] + base)
+            base += p.offsets[-1]
+        return cls(np.concatenate([p.data for p in parts]), np.concatenate(offsets))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.data[self.offsets[i]:self.offsets[i + 1]]
+
+    def take(self, idx: np.ndarray) -> Ragged:
+        starts = self.offsets[idx]
+        lengths = self.offsets[idx + 1] - starts
+        new = np.concatenate([[0], np.cumsum(lengths)])
+        gather = np.repeat(starts - new[:-1], lengths) + np.arange(new[-1])
+        return Ragged(self.data[gather], new)
+
+
+@dataclass
 class ImageTable:
     id: list[int] = field(default_factory=list)
     file: list[str] = field(default_factory=list)
@@ -124,27 +151,54 @@ class ImageTable:
 
 @dataclass
 class SampleTable:
-    task: list[int] = field(default_factory=list)
-    sample_id: list[str] = field(default_factory=list)
-    image: list[int] = field(default_factory=list)
-    query: list[str] = field(default_factory=list)
-    template_id: list[int] = field(default_factory=list)
-    target: list[str] = field(default_factory=list)
-    answers: list[list[str]] = field(default_factory=list)
-    boxes: list[np.ndarray] = field(default_factory=list)
-    crop: list[tuple] = field(default_factory=list)
-    category_id: list[int] = field(default_factory=list)
-    mentions: list[list[int]] = field(default_factory=list)
-    unseen: list[bool] = field(default_factory=list)
-    question_type: list[str] = field(default_factory=list)
-    answer_type: list[str] = field(default_factory=list)
+    """Columns of the samples of one split (see the schema above)."""
+
+    task: np.ndarray              # (N,) uint8
+    sample_id: list[str]
+    image: np.ndarray             # (N,) int64 row in the image table
+    query: list[str]
+    template_id: np.ndarray       # (N,) int16
+    target: list[str]
+    answers: list[list[str]]
+    boxes: Ragged                 # (K, 4) float32 xyxy pixels per sample
+    crop: np.ndarray              # (N, 4) float32, NaN rows where no crop
+    category_id: np.ndarray       # (N,) int32
+    mentions: Ragged              # int32 category ids per sample
+    unseen: np.ndarray            # (N,) bool
+    question_type: list[str]
+    answer_type: list[str]
 
     def __len__(self) -> int:
         return len(self.task)
 
+    def take(self, idx: np.ndarray) -> SampleTable:
+        cols = {}
+        for k, v in vars(self).items():
+            if isinstance(v, (np.ndarray, Ragged)):
+                cols[k] = v[idx] if isinstance(v, np.ndarray) else v.take(idx)
+            else:
+                cols[k] = list(map(v.__getitem__, idx.tolist()))
+        return SampleTable(**cols)
+
     def select(self, keep: np.ndarray) -> SampleTable:
-        idx = np.flatnonzero(keep)
-        return SampleTable(**{k: [v[i] for i in idx] for k, v in vars(self).items()})
+        return self.take(np.flatnonzero(keep))
+
+    @classmethod
+    def concat(cls, parts: Sequence[SampleTable]) -> SampleTable:
+        cols = {}
+        for k, v in vars(parts[0]).items():
+            values = [getattr(p, k) for p in parts]
+            if isinstance(v, np.ndarray):
+                cols[k] = np.concatenate(values)
+            elif isinstance(v, Ragged):
+                cols[k] = Ragged.concat(values)
+            else:
+                cols[k] = list(itertools.chain.from_iterable(values))
+        return cls(**cols)
+
+
+def _read_ragged(g: h5py.Group) -> Ragged:
+    return Ragged(g["data"][()], g["offsets"][()])
 
 
 def write_split(path: str | Path, *, split: str, dataset: str, images_root: str,
@@ -167,10 +221,10 @@ def write_split(path: str | Path, *, split: str, dataset: str, images_root: str,
         gs["template_id"] = np.asarray(samples.template_id, dtype=np.int16)
         _put_strings(gs, "target", samples.target)
         _put_ragged_strings(gs, "answers", samples.answers)
-        _put_ragged(gs, "boxes", samples.boxes, np.float32, width=4)
+        _put_ragged(gs, "boxes", samples.boxes)
         gs["crop"] = np.asarray(samples.crop, dtype=np.float32).reshape(-1, 4)
         gs["category_id"] = np.asarray(samples.category_id, dtype=np.int32)
-        _put_ragged(gs, "mentions", samples.mentions, np.int32)
+        _put_ragged(gs, "mentions", samples.mentions)
         gs["unseen"] = np.asarray(samples.unseen, dtype=bool)
         _put_strings(gs, "question_type", samples.question_type)
         _put_strings(gs, "answer_type", samples.answer_type)
@@ -211,10 +265,10 @@ class SplitStore:
             self.template_id = gs["template_id"][()]
             self.target = StringColumn(gs["target"])
             self.answers = RaggedStrings(gs["answers"])
-            self.boxes = RaggedColumn(gs["boxes"])
+            self.boxes = _read_ragged(gs["boxes"])
             self.crop = gs["crop"][()]
             self.category_id = gs["category_id"][()]
-            self.mentions = RaggedColumn(gs["mentions"])
+            self.mentions = _read_ragged(gs["mentions"])
             self.unseen = gs["unseen"][()]
             self.question_type = StringColumn(gs["question_type"])
             self.answer_type = StringColumn(gs["answer_type"])

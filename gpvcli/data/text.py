@@ -25,7 +25,8 @@ def normalize(text: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _phrase_table() -> tuple[dict[tuple[str, ...], str], int]:
+def _phrase_table() -> dict[str, list[tuple[tuple[str, ...], str]]]:
+    """First token -> [(phrase tokens, category name)], longest phrase first."""
     table: dict[tuple[str, ...], str] = {}
     for c in cats.categories():
         for p in cats.phrases(c.name):
@@ -33,24 +34,26 @@ def _phrase_table() -> tuple[dict[tuple[str, ...], str], int]:
             if key in table and table[key] != c.name:
                 raise ValueError(f"phrase {p!r} is ambiguous: {table[key]} and {c.name}")
             table[key] = c.name
-    return table, max(len(k) for k in table)
+    by_first: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+    for key, name in sorted(table.items(), key=lambda kv: -len(kv[0])):
+        by_first.setdefault(key[0], []).append((key, name))
+    return by_first
 
 
 def mentions(tokens: list[str]) -> list[str]:
     """Category names mentioned in normalized `tokens`, in order of first mention."""
-    table, longest = _phrase_table()
+    by_first = _phrase_table()
     found: list[str] = []
-    i = 0
-    while i < len(tokens):
-        for n in range(min(longest, len(tokens) - i), 0, -1):
-            name = table.get(tuple(tokens[i:i + n]))
-            if name is not None:
+    i, n = 0, len(tokens)
+    while i < n:
+        step = 1
+        for key, name in by_first.get(tokens[i], ()):
+            if tuple(tokens[i:i + len(key)]) == key:
                 if name not in found:
                     found.append(name)
-                i += n
+                step = len(key)
                 break
-        else:
-            i += 1
+        i += step
     return found
 
 

@@ -30,7 +30,10 @@ class Vocab:
     @classmethod
     def build(cls, texts: Iterable[str], min_count: int = 1) -> Vocab:
         """Words seen at least `min_count` times, most frequent first (ties alphabetical)."""
-        counts = Counter(t for text in texts for t in normalize(text))
+        counts: Counter = Counter()
+        for text, n in Counter(texts).items():
+            for t in normalize(text):
+                counts[t] += n
         kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
         return cls([*SPECIALS, *kept])
 
