@@ -1,0 +1,299 @@
+"""The visual encoder: DETR (transformers' implementation, ResNet backbone) plus RoI pooling.
+
+Paper sizes (the `gpv1` preset): ResNet-50 backbone (layer type "bottleneck", depths
+[3, 4, 6, 3], hidden sizes [256, 512, 1024, 2048], embedding 64), frozen batch norm,
+conv1 and the first stage frozen; d_model 256, 8 heads, 6 encoder + 6 decoder layers,
+FFN 2048, 100 queries, dropout 0.1, 2-way class head, images 480x640 (H x W), RoI 7x7
+on the 2048-channel stride-32 map. About 41.5M parameters.
+
+Two pitfalls of transformers' DETR (5.x) built without pretrained weights are
+controlled here rather than inherited: its backbone wrapper freezes every backbone
+parameter of a transformers ResNet (its name filter expects "stage.1", the ResNet
+names them "stages.N"), and it swaps every BatchNorm for a frozen batch norm, which
+is the identity at random initialization. `frozen_batchnorm` and
+`freeze_stem_and_first_stage` decide both explicitly.
+
+Checkpoints: `build_visual` copies every weight whose name and shape match from
+either a transformers DETR checkpoint (a folder or hub name readable by
+`DetrForObjectDetection.from_pretrained`, with a transformers ResNet backbone, not
+timm) or a folder written by `save_visual` (detected by `visual.safetensors`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import DetrConfig, DetrForObjectDetection, DetrModel, ResNetConfig
+from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d, DetrMLPPredictionHead
+
+from gpvcli.boxes import cxcywh_to_xyxy
+from gpvcli.config import from_dict, to_dict
+from gpvcli.errors import GPVError
+from gpvcli.io import atomic_path, write_text
+from gpvcli.model.roi import roi_align_mean
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "visual.safetensors"
+CONFIG_FILE = "visual_config.yaml"
+# our parameter-name prefixes -> those of transformers' DetrForObjectDetection
+_HF_PREFIXES = {"detr.": "model.", "class_head.": "class_labels_classifier.", "box_head.": "bbox_predictor."}
+
+
+@dataclass
+class VisualConfig:
+    """Sizes and training policy of the visual encoder. Defaults are the `tiny` CPU preset.
+
+    Attributes:
+        pretrained (str | None, None): weights to start from: a transformers DETR checkpoint
+            (local folder or hub name) or a folder written by `save_visual`; None = random init.
+        image_size (list[int], [96, 128]): (H, W) every image is resized to (aspect ratio not kept)
+            by the data pipeline before the encoder.
+        backbone_layer_type (str, "basic"): ResNet block type, "basic" (ResNet-18/34) or "bottleneck" (ResNet-50).
+        backbone_depths (list[int], [1, 1, 1, 1]): number of blocks in each of the 4 ResNet stages.
+        backbone_hidden_sizes (list[int], [32, 64, 128, 256]): output channels of each stage; the last one
+            is the channel count C of the stride-32 map used for RoI pooling.
+        backbone_embedding_size (int, 32): channels of the stem convolution (conv1).
+        d_model (int, 128): DETR transformer width; the size of each decoder state.
+        encoder_layers (int, 2): DETR transformer encoder layers.
+        decoder_layers (int, 2): DETR transformer decoder layers.
+        attention_heads (int, 4): attention heads in every encoder and decoder layer.
+        ffn_dim (int, 256): feed-forward width in every encoder and decoder layer.
+        num_queries (int, 20): learned object queries Q, i.e. boxes per image.
+        dropout (float, 0.1): dropout in the DETR transformer.
+        num_classes (int, 2): class-head outputs. 2 = GPV objectness (0 object, 1 no-object);
+            K + 1 for stage-0 detector pretraining (K categories, no-object last).
+        frozen_batchnorm (bool, False): True = frozen batch norm (fixed statistics and affine, for
+            pretrained weights); False = ordinary trainable BatchNorm (for training from scratch).
+        freeze_stem_and_first_stage (bool, False): never train conv1 (the stem) and the first ResNet
+            stage (GPV-1 with pretrained weights: True).
+        roi_size (int, 7): RoI-Align output grid side (averaged afterwards).
+        roi_sampling_ratio (int, 2): bilinear samples per RoI bin side.
+    """
+
+    pretrained: str | None = None
+    image_size: list[int] = field(default_factory=lambda: [96, 128])
+    backbone_layer_type: Literal["basic", "bottleneck"] = "basic"
+    backbone_depths: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+    backbone_hidden_sizes: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    backbone_embedding_size: int = 32
+    d_model: int = 128
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    attention_heads: int = 4
+    ffn_dim: int = 256
+    num_queries: int = 20
+    dropout: float = 0.1
+    num_classes: int = 2
+    frozen_batchnorm: bool = False
+    freeze_stem_and_first_stage: bool = False
+    roi_size: int = 7
+    roi_sampling_ratio: int = 2
+
+
+def _to_trainable_batch_norm(module: nn.Module) -> None:
+    """Replace every DetrFrozenBatchNorm2d below `module` by an nn.BatchNorm2d with the same statistics."""
+    for name, child in module.named_children():
+        if isinstance(child, DetrFrozenBatchNorm2d):
+            bn = nn.BatchNorm2d(child.weight.numel(), device=child.weight.device)
+            with torch.no_grad():
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(bn, key).copy_(getattr(child, key))
+            setattr(module, name, bn)
+        else:
+            _to_trainable_batch_norm(child)
+
+
+class VisualEncoder(nn.Module):
+    """DETR + class head + box MLP + RoI-Align mean on the backbone's stride-32 map.
+
+    Trainability: `set_trainable(False)` freezes everything and keeps the module in eval
+    mode even when a parent calls `.train()` (fixed BatchNorm statistics and no dropout,
+    so outputs match a feature cache); `set_trainable(True)` restores the policy (all
+    trainable except, with `freeze_stem_and_first_stage`, conv1 and the first stage).
+    """
+
+    def __init__(self, *, backbone_layer_type: str, backbone_depths: list[int], backbone_hidden_sizes: list[int],
+                 backbone_embedding_size: int, d_model: int, encoder_layers: int, decoder_layers: int,
+                 attention_heads: int, ffn_dim: int, num_queries: int, dropout: float, num_classes: int,
+                 frozen_batchnorm: bool, freeze_stem_and_first_stage: bool, roi_size: int, roi_sampling_ratio: int):
+        super().__init__()
+        backbone = ResNetConfig(
+            layer_type=backbone_layer_type, depths=list(backbone_depths), hidden_sizes=list(backbone_hidden_sizes),
+            embedding_size=backbone_embedding_size, out_features=["stage4"])
+        config = DetrConfig(
+            use_timm_backbone=False, backbone_config=backbone, auxiliary_loss=False, d_model=d_model,
+            encoder_layers=encoder_layers, decoder_layers=decoder_layers, encoder_attention_heads=attention_heads,
+            decoder_attention_heads=attention_heads, encoder_ffn_dim=ffn_dim, decoder_ffn_dim=ffn_dim,
+            num_queries=num_queries, dropout=dropout)
+        self.detr = DetrModel(config)
+        if not frozen_batchnorm:
+            _to_trainable_batch_norm(self.detr.backbone.model)
+        self.class_head = nn.Linear(d_model, num_classes)
+        self.box_head = DetrMLPPredictionHead(input_dim=d_model, hidden_dim=d_model, output_dim=4, num_layers=3)
+        self.freeze_stem_and_first_stage = freeze_stem_and_first_stage
+        self.roi_size = roi_size
+        self.roi_sampling_ratio = roi_sampling_ratio
+        self.load_report: dict[str, list[str]] | None = None  # set by build_visual when weights are loaded
+        self.set_trainable(True)
+
+    @property
+    def state_dim(self) -> int:
+        return self.detr.config.d_model
+
+    @property
+    def roi_dim(self) -> int:
+        return self.detr.backbone.intermediate_channel_sizes[-1]
+
+    def _always_frozen(self, backbone_param_name: str) -> bool:
+        return self.freeze_stem_and_first_stage and backbone_param_name.startswith(("embedder.", "encoder.stages.0."))
+
+    def set_trainable(self, trainable: bool) -> None:
+        """Set requires_grad on every parameter according to the freeze policy (see class doc)."""
+        self.trainable = trainable
+        frozen = {id(p) for n, p in self.detr.backbone.model.named_parameters() if self._always_frozen(n)}
+        for p in self.parameters():
+            p.requires_grad_(trainable and id(p) not in frozen)
+        if not trainable:
+            self.eval()
+
+    def train(self, mode: bool = True) -> VisualEncoder:
+        return super().train(mode and self.trainable)
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The CNN backbone's parameters that the policy may train (its own learning rate)."""
+        return [p for n, p in self.detr.backbone.model.named_parameters() if not self._always_frozen(n)]
+
+    def detr_parameters(self) -> list[nn.Parameter]:
+        """Every other parameter: input projection, transformer, queries, class and box heads."""
+        backbone = {id(p) for p in self.detr.backbone.parameters()}
+        return [p for p in self.parameters() if id(p) not in backbone]
+
+    def forward(self, images: Tensor, pixel_mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Run DETR and pool each predicted box.
+
+        images: (B, 3, H, W) normalized. pixel_mask: (B, H, W), 1 = real pixel, 0 = padding; None = all real.
+        Returns:
+            "boxes": (B, Q, 4) normalized cxcywh in [0, 1] of the input tensor's (H, W).
+            "states": (B, Q, d_model) decoder output states.
+            "objectness": (B, Q, num_classes) class logits (index num_classes - 1 = no-object).
+            "roi": (B, Q, C) RoI-Align (roi_size x roi_size, bilinear) of each box on the last backbone
+                map, averaged over the grid; not normalized.
+        """
+        b, _, h, w = images.shape
+        if pixel_mask is None:
+            pixel_mask = torch.ones((b, h, w), dtype=torch.long, device=images.device)
+        fmap, mask = self.detr.backbone(images, pixel_mask)[-1]  # (B, C, Hf, Wf), (B, Hf, Wf) bool
+        pos = self.detr.position_embedding(shape=fmap.shape, device=fmap.device, dtype=fmap.dtype, mask=mask)
+        pos = pos.flatten(2).transpose(1, 2)  # (B, d_model, Hf, Wf) -> (B, Hf*Wf, d_model)
+        tokens = self.detr.input_projection(fmap).flatten(2).transpose(1, 2)  # (B, Hf*Wf, d_model)
+        token_mask = mask.flatten(1)  # (B, Hf*Wf)
+        memory = self.detr.encoder(inputs_embeds=tokens, attention_mask=token_mask,
+                                   spatial_position_embeddings=pos).last_hidden_state  # (B, Hf*Wf, d_model)
+        query_pos = self.detr.query_position_embeddings.weight.unsqueeze(0).expand(b, -1, -1)  # (B, Q, d_model)
+        states = self.detr.decoder(
+            inputs_embeds=torch.zeros_like(query_pos), encoder_hidden_states=memory,
+            encoder_attention_mask=token_mask, spatial_position_embeddings=pos,
+            object_queries_position_embeddings=query_pos).last_hidden_state  # (B, Q, d_model)
+        boxes = self.box_head(states).sigmoid()
+        roi = roi_align_mean(fmap, cxcywh_to_xyxy(boxes), output_size=self.roi_size,
+                             sampling_ratio=self.roi_sampling_ratio)
+        return {"boxes": boxes, "states": states, "objectness": self.class_head(states), "roi": roi}
+
+
+def _module_kwargs(cfg: VisualConfig) -> dict:
+    kwargs = dataclasses.asdict(cfg)
+    del kwargs["pretrained"], kwargs["image_size"]
+    return kwargs
+
+
+def _read_hf_detr(source: str) -> dict[str, Tensor]:
+    """Tensors of a transformers DETR checkpoint, renamed to our parameter names."""
+    try:
+        model, info = DetrForObjectDetection.from_pretrained(source, output_loading_info=True)
+    except (OSError, ValueError, ImportError) as e:
+        raise GPVError(f"cannot read DETR checkpoint {source!r}: {e}",
+                       hint="give a local folder with a transformers DETR (ResNet backbone, not timm) "
+                            "or a folder written by `gpv train --stage detector`")
+    absent = set(info["missing_keys"])
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if name in absent:
+            continue
+        ours = next((o + name[len(h):] for o, h in _HF_PREFIXES.items() if name.startswith(h)), name)
+        out[ours] = tensor
+    return out
+
+
+def _copy_matching(encoder: VisualEncoder, source: dict[str, Tensor]) -> dict[str, list[str]]:
+    own = encoder.state_dict()
+    report = {"loaded": [], "missing": [], "unexpected": sorted(set(source) - set(own)), "reinitialized": []}
+    with torch.no_grad():
+        for name, tensor in own.items():
+            if name not in source:
+                if not name.endswith("num_batches_tracked"):
+                    report["missing"].append(name)
+            elif source[name].shape != tensor.shape:
+                report["reinitialized"].append(name)
+            else:
+                tensor.copy_(source[name])
+                report["loaded"].append(name)
+    return report
+
+
+def build_visual(cfg: VisualConfig) -> VisualEncoder:
+    """The encoder of `cfg`: random init, or weights copied from `cfg.pretrained` by name and shape.
+
+    With `pretrained`, `encoder.load_report` maps "loaded" (copied), "missing" (absent from the
+    checkpoint, left at init), "reinitialized" (present with another shape, e.g. the class head
+    of a COCO detector, left at init) and "unexpected" (checkpoint tensors we do not have) to
+    lists of tensor names.
+    """
+    encoder = VisualEncoder(**_module_kwargs(cfg))
+    if cfg.pretrained is None:
+        return encoder
+    folder = Path(cfg.pretrained)
+    if (folder / WEIGHTS_FILE).is_file():
+        source = load_file(folder / WEIGHTS_FILE)
+    else:
+        source = _read_hf_detr(cfg.pretrained)
+    report = _copy_matching(encoder, source)
+    if not report["loaded"]:
+        raise GPVError(f"no weight of {cfg.pretrained} matches the visual config",
+                       hint="set the visual backbone and transformer sizes to the checkpoint's")
+    log.info("visual weights from %s: %d loaded, %d missing, %d reinitialized, %d unexpected", cfg.pretrained,
+             *(len(report[k]) for k in ("loaded", "missing", "reinitialized", "unexpected")))
+    encoder.load_report = report
+    return encoder
+
+
+def save_visual(encoder: VisualEncoder, cfg: VisualConfig, folder: str | Path) -> Path:
+    """Write `visual.safetensors` (the state dict) and `visual_config.yaml` into `folder`."""
+    folder = Path(folder)
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp))
+    write_text(folder / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return folder
+
+
+def load_visual(folder: str | Path) -> tuple[VisualEncoder, VisualConfig]:
+    """Rebuild the encoder saved by `save_visual` (exact weights) and its config."""
+    folder = Path(folder)
+    if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+        raise GPVError(f"{folder} holds no saved visual encoder ({WEIGHTS_FILE} + {CONFIG_FILE})")
+    cfg = from_dict(VisualConfig, yaml.safe_load((folder / CONFIG_FILE).read_text()) or {})
+    encoder = VisualEncoder(**_module_kwargs(cfg))
+    try:
+        encoder.load_state_dict(load_file(folder / WEIGHTS_FILE))
+    except RuntimeError as e:
+        raise GPVError(f"visual weights in {folder} do not fit {CONFIG_FILE}: {e}")
+    return encoder, cfg

@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from gpvcli.errors import GPVError
+from gpvcli.model.feature_cache import FeatureCache, build_feature_cache, visual_fingerprint
+from gpvcli.model.visual import VisualConfig, build_visual
+
+CFG = VisualConfig(image_size=[64, 64], backbone_hidden_sizes=[8, 16, 16, 32], backbone_embedding_size=8,
+                   d_model=32, encoder_layers=1, decoder_layers=1, attention_heads=2, ffn_dim=64, num_queries=5)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return build_visual(CFG)
+
+
+def _items(n: int):
+    g = torch.Generator().manual_seed(1)
+    return [(f"img:{i}", torch.randn(3, 64, 64, generator=g)) for i in range(n)]
+
+
+def test_cache_matches_encoder_outputs(tmp_path, encoder):
+    items = _items(5)
+    fp = visual_fingerprint(encoder, CFG)
+    path = build_feature_cache(encoder.train(), items, tmp_path / "f.h5", batch_size=2, fingerprint=fp,
+                               show_progress=True, total=5)
+    assert encoder.training  # mode restored
+    cache = FeatureCache(path, fp)
+    assert len(cache) == 5 and "img:3" in cache and "img:9" not in cache
+    assert cache.keys() == [k for k, _ in items]
+    keys = ["img:4", "img:0", "img:4"]  # any order, repeats allowed
+    got = cache.get(keys)
+    with torch.no_grad():
+        want = encoder.eval()(torch.stack([items[4][1], items[0][1], items[4][1]]))
+    encoder.train()
+    assert set(got) == set(want)
+    for name in ("boxes", "objectness"):
+        torch.testing.assert_close(got[name], want[name], rtol=1e-6, atol=1e-6)
+    for name in ("states", "roi"):
+        assert got[name].dtype == torch.float32
+        torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=1e-3)
+    with pytest.raises(GPVError, match="no entry 'img:7'"):
+        cache.get(["img:7"])
+    cache.close()
+
+
+def test_fingerprint_tracks_weights_and_config(tmp_path, encoder):
+    fp = visual_fingerprint(encoder, CFG)
+    assert fp == visual_fingerprint(encoder, CFG)
+    assert fp != visual_fingerprint(encoder, VisualConfig(**{**CFG.__dict__, "roi_size": 5}))
+    other = build_visual(CFG)
+    assert fp != visual_fingerprint(other, CFG)
+    path = build_feature_cache(encoder, _items(2), tmp_path / "f.h5", fingerprint=fp)
+    with pytest.raises(GPVError, match="computed with a different visual encoder"):
+        FeatureCache(path, visual_fingerprint(other, CFG))
+    assert len(FeatureCache(path, None)) == 2
+
+
+def test_no_half_written_file_when_items_fail(tmp_path, encoder):
+    def items():
+        yield from _items(3)
+        raise RuntimeError("image reader crashed")
+
+    with pytest.raises(RuntimeError, match="crashed"):
+        build_feature_cache(encoder, items(), tmp_path / "f.h5", batch_size=2, fingerprint="x")
+    assert list(tmp_path.iterdir()) == []
+
+    with pytest.raises(GPVError, match="appears twice"):
+        build_feature_cache(encoder, _items(2) * 2, tmp_path / "g.h5", fingerprint="x")
+    assert list(tmp_path.iterdir()) == []
