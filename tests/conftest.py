@@ -62,3 +62,20 @@ def make_mini_coco(root: Path) -> Path:
 @pytest.fixture
 def mini_coco(tmp_path) -> Path:
     return make_mini_coco(tmp_path / "coco")
+
+
+# Training settings that keep a test run to seconds on 2 CPU cores.
+FAST_TRAIN = ["train.batch_size=8", "train.val_samples=16", "train.val_batch_size=16", "train.precision=fp32",
+              "train.frozen_visual_epochs=0", "train.threads=1", "train.log_every=1", "train.epochs=1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> dict:
+    """A small synthetic world and its COCO-SCE preparation, shared by the tests of a session."""
+    from gpvcli.data.prepare import prepare
+    from gpvcli.data.synth import generate
+
+    root = tmp_path_factory.mktemp("world")
+    generate(root / "coco", train_images=40, val_images=16, seed=0)
+    stats = prepare("sce", coco_dir=root / "coco", out_dir=root / "sce", seed=0)
+    return {"coco": root / "coco", "data": root / "sce", "stats": stats}

@@ -25,7 +25,6 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 _PLANNED = {
-    "train": "train a model (the paper's losses and recipe)",
     "evaluate": "evaluate a run on test seen/unseen",
     "predict": "answer a task on your own image",
     "ablate": "run the paper's ablations (Tables 1-3, Fig. 1)",
@@ -42,10 +41,11 @@ def _planned(name: str, summary: str) -> None:
 
 
 def _register() -> None:
-    from gpvcli.cli import prepare, synth
+    from gpvcli.cli import prepare, synth, train
 
     app.command("synth")(synth.synth_command)
     app.command("prepare")(prepare.prepare_command)
+    app.command("train")(train.train_command)
     try:
         from gpvcli.cli import info
 

@@ -1,0 +1,38 @@
+"""`gpv train`: train GPV (or pretrain its detector) on prepared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gpvcli.cli.common import console
+
+
+def train_command(
+    config: str = typer.Option("tiny", "--config", help="Preset name (tiny, gpv1, ...) or a YAML file."),
+    data: Path | None = typer.Option(None, "--data", help="Prepared data folder; default $GPV_HOME/prepared/sce "
+                                     "(prepared on first use)."),
+    run: Path = typer.Option(Path("runs/default"), "--run", help="Run folder (config, metrics, checkpoints)."),
+    tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated tasks, e.g. vqa,cap,loc,cls."),
+    stage: str | None = typer.Option(None, "--stage", help="gpv (default) or detector (stage-0 pretraining)."),
+    set_: list[str] = typer.Option([], "--set", help="Config override section.key=value (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint."),
+) -> None:
+    """Train a model; an interrupted run continues with --resume.
+
+    Example: gpv train --config tiny --run runs/tiny --tasks vqa,cap,loc,cls --set train.epochs=2
+
+    Multi-GPU / multi-node: torchrun --nproc_per_node=8 -m gpvcli train --config gpv1 --run runs/gpv1
+    """
+    from gpvcli.train.loop import train
+
+    overrides = list(set_)
+    if tasks:
+        overrides.append(f"train.tasks=[{tasks}]")
+    if stage:
+        overrides.append(f"train.stage={stage}")
+    result = train(run, config=config, data_dir=data, overrides=overrides, resume=resume)
+    best = result["best"]
+    console.print(f"done: {result['steps']} steps; best selection metric "
+                  f"{'n/a' if best is None else f'{best:.4f}'}; checkpoints in {run}/last and {run}/best")

@@ -1,0 +1,126 @@
+"""The training configuration (`train:` section of a preset) and the full run configuration.
+
+A run's config.yaml holds both sections: `model:` (gpvcli.model.config.ModelConfig) and `train:`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from gpvcli.config import from_dict, load_yaml, merge_overrides, parse_override, to_dict
+from gpvcli.data.prompts import TASKS
+from gpvcli.errors import GPVError
+from gpvcli.model.config import ModelConfig
+
+
+def _tasks() -> list[str]:
+    return ["vqa", "cap", "loc", "cls"]
+
+
+def _task_weights() -> dict:
+    return {"vqa": 1.0, "cap": 0.05, "cls": 1.0}
+
+
+def _box_weights() -> dict:
+    return {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+
+
+@dataclass
+class TrainConfig:
+    """How to train (DESIGN.md section 3; defaults = the paper's recipe).
+
+    stage ("gpv" | "detector", "gpv"): train GPV, or pretrain the visual encoder alone as an
+        80-class DETR detector (stage 0; COCO-SCE drops H_cls,loc boxes).
+    tasks (list[str], [vqa, cap, loc, cls]): the tasks trained (refexp may be added).
+    epochs (int, 40): passes over the training samples.
+    batch_size (int, 120): global batch (over all processes and accumulation steps).
+    grad_accum (int, 1): micro-batches per optimizer step.
+    lr (float, 1e-4): AdamW learning rate.
+    backbone_lr (float, 1e-5): learning rate of the CNN backbone.
+    weight_decay (float, 1e-4): AdamW weight decay.
+    warmup (float, 0.1): fraction of steps of linear warm-up; then linear decay to 0.
+    detr_clip (float, 0.1): gradient-norm clip of the visual encoder's parameters (0 = none).
+    frozen_visual_epochs (int, 10): first epochs with the visual encoder frozen.
+    cache_features (bool, True): while the visual encoder is frozen, read its outputs from a
+        feature cache (computed once per run) instead of running it.
+    sampling ("uniform" | "task" | "balanced", "uniform"): mini-batch sampling (seed Sec. 2).
+    task_weights (dict, {vqa: 1, cap: 0.05, cls: 1}): text-loss weight per task.
+    box_weights (dict, {loss_ce: 1, loss_bbox: 5, loss_giou: 2}): box-loss weights.
+    cost_class, cost_bbox, cost_giou (float, 1, 5, 2): Hungarian matching costs.
+    no_object_weight (float, 0.1): cross-entropy weight of the no-object class.
+    include_pad (bool, False): count PAD positions in the text loss (GPV-1's quirk).
+    precision ("fp32" | "bf16", "bf16"): autocast dtype (bf16 on GPU; optional on CPU).
+    seed (int, 0): seeds model init, sampling and VQA target draws.
+    num_workers (int, 0): DataLoader worker processes.
+    threads (int, 0): torch CPU threads (0 = torch's default).
+    val_samples (int, 1000): size of the fixed validation subset scored each epoch.
+    val_batch_size (int, 64): batch size of validation decoding.
+    save_every (int, 0): also save last/ every this many optimizer steps (0 = each epoch).
+    max_steps (int, 0): stop after this many optimizer steps (0 = no cap); the schedule
+        still spans them, so a capped run is a complete, shorter run.
+    log_every (int, 10): optimizer steps between metrics.jsonl lines.
+    device (str, "auto"): "auto" (CUDA when present), "cpu" or "cuda".
+    """
+
+    stage: Literal["gpv", "detector"] = "gpv"
+    tasks: list[str] = field(default_factory=_tasks)
+    epochs: int = 40
+    batch_size: int = 120
+    grad_accum: int = 1
+    lr: float = 1e-4
+    backbone_lr: float = 1e-5
+    weight_decay: float = 1e-4
+    warmup: float = 0.1
+    detr_clip: float = 0.1
+    frozen_visual_epochs: int = 10
+    cache_features: bool = True
+    sampling: Literal["uniform", "task", "balanced"] = "uniform"
+    task_weights: dict = field(default_factory=_task_weights)
+    box_weights: dict = field(default_factory=_box_weights)
+    cost_class: float = 1.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    no_object_weight: float = 0.1
+    include_pad: bool = False
+    precision: Literal["fp32", "bf16"] = "bf16"
+    seed: int = 0
+    num_workers: int = 0
+    threads: int = 0
+    val_samples: int = 1000
+    val_batch_size: int = 64
+    save_every: int = 0
+    max_steps: int = 0
+    log_every: int = 10
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks:
+            raise GPVError(f"config train.tasks={self.tasks}: unknown task {unknown[0] if unknown else '(none)'}",
+                           hint=f"tasks: {', '.join(TASKS)}")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.batch_size % self.grad_accum:
+            raise GPVError(f"config train.batch_size={self.batch_size} must be a positive multiple of "
+                           f"train.grad_accum={self.grad_accum}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise GPVError(f"config train.device={self.device!r}: use auto, cpu or cuda")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_run_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """A preset (or YAML file) with `section.key=value` overrides, checked strictly."""
+    for text in overrides:
+        if len(parse_override(text)[0]) < 2:
+            raise GPVError(f"override {text!r} names no section", hint="write e.g. train.lr=3e-4")
+    data = merge_overrides(load_yaml(name_or_path), list(overrides))
+    return from_dict(RunConfig, data)
+
+
+def run_config_dict(cfg: RunConfig) -> dict:
+    return to_dict(cfg)

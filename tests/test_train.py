@@ -1,0 +1,131 @@
+"""The training loop: run folder, schedule, resume after a kill, frozen visual stage, detector stage, DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import FAST_TRAIN
+from gpvcli.errors import GPVError
+from gpvcli.train.loop import lr_lambda, train
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    f = lr_lambda(100, 0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == 0.0
+    assert all(f(s) >= f(s + 1) for s in range(10, 100))
+
+
+def test_run_folder(tiny_world, tmp_path):
+    run = tmp_path / "run"
+    result = train(run, data_dir=tiny_world["data"], overrides=FAST_TRAIN + ["train.max_steps=3"],
+                   show_progress=False)
+    assert result["steps"] == 3
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert all(r["loss"] > 0 and "samples_per_s" in r and "backbone" in r["lr"] for r in steps)
+    assert any("loss_cap_scaled" in r and r["loss_cap_scaled"] == pytest.approx(0.05 * r["loss_cap"]) for r in steps)
+    validation = [r["validation"] for r in lines if "validation" in r]
+    assert len(validation) == 1 and set(validation[0]["tasks"]) <= {"vqa", "cap", "loc", "cls"}
+    for name in ("last", "best"):
+        assert {"model.safetensors", "model_config.yaml", "vocab.json", "trainer.pt", "state.json"} <= \
+            {p.name for p in (run / name).iterdir()}
+    assert json.loads((run / "last" / "state.json").read_text())["step"] == 3
+    assert "train:" in (run / "config.yaml").read_text()
+    with pytest.raises(GPVError, match="already holds a run"):
+        train(run, data_dir=tiny_world["data"], overrides=FAST_TRAIN, show_progress=False)
+    with pytest.raises(GPVError, match="nothing to resume"):
+        train(tmp_path / "other", data_dir=tiny_world["data"], resume=True, show_progress=False)
+
+
+def _train_cli(run, data, *extra):
+    return [sys.executable, "-m", "gpvcli", "train", "--run", str(run), "--data", str(data), *extra]
+
+
+def test_resume_after_kill_matches_uninterrupted(tiny_world, tmp_path):
+    overrides = FAST_TRAIN + ["train.max_steps=10", "train.save_every=2", "train.epochs=3", "model.dropout=0.2"]
+    sets = [a for o in overrides for a in ("--set", o)]
+    reference = tmp_path / "reference"
+    train(reference, data_dir=tiny_world["data"], overrides=overrides, show_progress=False)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cli(run, tiny_world["data"], *sets), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    state = run / "last" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["step"] >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["step"]
+    assert 2 <= killed_at < 10
+
+    result = subprocess.run(_train_cli(run, tiny_world["data"], "--resume"), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    a = load_file(reference / "last" / "model.safetensors")
+    b = load_file(run / "last" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_frozen_visual_epoch_reads_cached_features(tiny_world, tmp_path):
+    run = tmp_path / "frozen"
+    overrides = FAST_TRAIN + ["train.frozen_visual_epochs=1", "train.cache_features=true", "train.max_steps=2"]
+    train(run, data_dir=tiny_world["data"], overrides=overrides, show_progress=False)
+    assert (run / "features" / "train.h5").is_file()
+    init = tmp_path / "init"
+    train(init, data_dir=tiny_world["data"], overrides=overrides + ["train.max_steps=1"], show_progress=False)
+    a = load_file(run / "last" / "model.safetensors")
+    b = load_file(init / "last" / "model.safetensors")
+    visual = [k for k in a if k.startswith("visual.") and a[k].is_floating_point()]
+    rest = [k for k in a if k.startswith("coattention.")]
+    assert visual and all(torch.equal(a[k], b[k]) for k in visual)       # frozen: unchanged by training
+    assert any(not torch.equal(a[k], b[k]) for k in rest)                 # the rest trained
+
+
+def test_detector_stage_feeds_gpv(tiny_world, tmp_path):
+    det = tmp_path / "det"
+    train(det, data_dir=tiny_world["data"], overrides=FAST_TRAIN + ["train.stage=detector", "train.max_steps=2"],
+          show_progress=False)
+    assert (det / "last" / "visual.safetensors").is_file()
+    record = [json.loads(x) for x in (det / "metrics.jsonl").read_text().splitlines() if "validation" in x][0]
+    assert {"ap50", "ap50_agnostic"} <= set(record["validation"]["tasks"])
+    gpv = tmp_path / "gpv"
+    train(gpv, data_dir=tiny_world["data"],
+          overrides=FAST_TRAIN + ["train.max_steps=1", "train.lr=0", "train.backbone_lr=0",
+                                  f"model.visual.pretrained={det / 'last'}"], show_progress=False)
+    detector = load_file(det / "last" / "visual.safetensors")
+    model = load_file(gpv / "last" / "model.safetensors")
+    backbone = [k for k in detector if "backbone" in k and "weight" in k]
+    assert backbone and all(torch.equal(detector[k], model["visual." + k]) for k in backbone)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(tiny_world, tmp_path):
+    overrides = FAST_TRAIN + ["train.max_steps=3", "train.sampling=task", "model.dropout=0", "model.visual.dropout=0",
+                              "model.visual.frozen_batchnorm=true"]
+    sets = [a for o in overrides for a in ("--set", o)]
+    single = tmp_path / "single"
+    train(single, data_dir=tiny_world["data"], overrides=overrides, show_progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "gpvcli", "train", "--run", str(tmp_path / "ddp"), "--data", str(tiny_world["data"]), *sets]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    def losses(run):
+        return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    one, two = losses(single), losses(tmp_path / "ddp")
+    assert len(one) == len(two) == 3
+    assert two == pytest.approx(one, rel=2e-3)
