@@ -25,8 +25,6 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 _PLANNED = {
-    "evaluate": "evaluate a run on test seen/unseen",
-    "predict": "answer a task on your own image",
     "ablate": "run the paper's ablations (Tables 1-3, Fig. 1)",
     "report": "an HTML page of qualitative results",
     "quickstart": "synth, prepare, train, evaluate and predict in one go",
@@ -41,11 +39,13 @@ def _planned(name: str, summary: str) -> None:
 
 
 def _register() -> None:
-    from gpvcli.cli import prepare, synth, train
+    from gpvcli.cli import evaluate, predict, prepare, synth, train
 
     app.command("synth")(synth.synth_command)
     app.command("prepare")(prepare.prepare_command)
     app.command("train")(train.train_command)
+    app.command("evaluate")(evaluate.evaluate_command)
+    app.command("predict")(predict.predict_command)
     try:
         from gpvcli.cli import info
 

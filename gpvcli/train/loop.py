@@ -348,6 +348,7 @@ def train(run_dir: str | Path, *, config: str = "tiny", data_dir: str | Path | N
             run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
                 io.write_text(run_dir / CONFIG_FILE, _yaml(cfg))
+                io.write_json(run_dir / "run.json", {"data_dir": str(data_dir.resolve()), "stage": t.stage})
         return Trainer(stage, cfg, run_dir, dist, show_progress).fit(resume)
     finally:
         distributed.cleanup(dist)

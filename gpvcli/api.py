@@ -1,0 +1,116 @@
+"""The Python API in three lines:
+
+    from gpvcli import api
+    model = api.load("runs/tiny")                       # a run folder or a checkpoint folder
+    out = model.predict("photo.jpg", "Locate dog.")     # out.text, out.boxes (pixel xyxy), out.scores
+
+The task is inferred from the words (a Table 4 captioning / classification / localization prompt, else a
+question); pass `task=` to say it yourself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gpvcli import boxes as box_ops
+from gpvcli.data.images import load_image, to_rgb, to_tensor
+from gpvcli.data.prompts import CAPTION_PROMPTS, CLASSIFICATION_PROMPTS, TASKS
+from gpvcli.errors import GPVError
+
+_LOCATE = re.compile(r"^\s*(locate|find)\b", re.IGNORECASE)
+
+
+def infer_task(text: str) -> str:
+    """cap / cls for their Table 4 prompts, loc for "Locate ..." / "Find ...", else vqa."""
+    t = text.strip()
+    if t in CAPTION_PROMPTS:
+        return "cap"
+    if t in CLASSIFICATION_PROMPTS:
+        return "cls"
+    if _LOCATE.match(t):
+        return "loc"
+    return "vqa"
+
+
+@dataclass
+class Prediction:
+    text: str
+    task: str
+    boxes: list[list[float]] = field(default_factory=list)    # pixel xyxy, most relevant first
+    scores: list[float] = field(default_factory=list)         # relevance of each box
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "text": self.text,
+                "boxes": [[round(v, 2) for v in b] for b in self.boxes], "scores": [round(s, 4) for s in self.scores]}
+
+
+class GPVPredictor:
+    def __init__(self, model, cfg, vocab, tokenizer, device: torch.device, checkpoint: Path):
+        self.model, self.cfg, self.vocab, self.tokenizer = model, cfg, vocab, tokenizer
+        self.device, self.checkpoint = device, checkpoint
+
+    @torch.no_grad()
+    def predict_batch(self, images: list[Image.Image | str | Path], texts: list[str], *, tasks: list[str] | None = None,
+                      top_k: int = 5, beam_size: int = 1) -> list[Prediction]:
+        if len(images) != len(texts):
+            raise GPVError(f"{len(images)} images but {len(texts)} texts")
+        for t in texts:
+            if not t or not t.strip():
+                raise GPVError("the task text is empty", hint='say what to do, e.g. "Locate dog."')
+        tasks = tasks or [infer_task(t) for t in texts]
+        for task in tasks:
+            if task not in TASKS:
+                raise GPVError(f"unknown task {task!r}", hint=f"tasks: {', '.join(TASKS)}")
+        pil = [to_rgb(im) if isinstance(im, Image.Image) else load_image(im) for im in images]
+        batch = torch.stack([to_tensor(im, tuple(self.cfg.visual.image_size)) for im in pil]).to(self.device)
+        enc = self.tokenizer([t.strip() for t in texts], padding=True, truncation=True, max_length=64,
+                             return_tensors="pt")
+        out = self.model.generate(query_ids=enc["input_ids"].to(self.device),
+                                  query_mask=enc["attention_mask"].to(self.device), task=tasks, images=batch,
+                                  beam_size=beam_size)
+        order = torch.sort(out["relevance"], dim=1, descending=True, stable=True).indices
+        results = []
+        for b, (im, task) in enumerate(zip(pil, tasks)):
+            keep = order[b, :top_k]
+            xyxy = box_ops.cxcywh_to_xyxy(out["boxes"][b, keep].float().cpu()).numpy()
+            xyxy = np.clip(xyxy, 0, 1) * np.array([im.width, im.height] * 2, np.float32)
+            results.append(Prediction(text=self.vocab.decode(out["tokens"][b].tolist()), task=task,
+                                      boxes=xyxy.astype(float).tolist(),
+                                      scores=out["relevance"][b, keep].float().cpu().tolist()))
+        return results
+
+    def predict(self, image: Image.Image | str | Path, text: str, *, task: str | None = None, top_k: int = 5,
+                beam_size: int = 1) -> Prediction:
+        return self.predict_batch([image], [text], tasks=[task] if task else None, top_k=top_k,
+                                  beam_size=beam_size)[0]
+
+
+def latest_run(root: str | Path = "runs") -> Path:
+    """The most recently written run folder under `root` that holds a checkpoint."""
+    root = Path(root)
+    runs = [p for p in root.glob("*") if (p / "best" / "model.safetensors").is_file()
+            or (p / "last" / "model.safetensors").is_file()] if root.is_dir() else []
+    if not runs:
+        raise GPVError(f"no trained run under {root}/", hint="train one with `gpv train` (or `gpv quickstart`), "
+                                                             "or pass --run / --checkpoint")
+    return max(runs, key=lambda p: max(f.stat().st_mtime for f in p.glob("*/model.safetensors")))
+
+
+def load(run_or_checkpoint: str | Path | None = None, *, device: str = "auto") -> GPVPredictor:
+    """A predictor from a run folder (its best/ checkpoint, else last/) or a checkpoint folder;
+    with None, the latest run under ./runs."""
+    from gpvcli.eval.evaluate import resolve_checkpoint
+    from gpvcli.model.checkpoint import load_model
+    from gpvcli.train.distributed import pick_device
+
+    checkpoint = resolve_checkpoint(run_or_checkpoint if run_or_checkpoint is not None else latest_run())
+    dev = pick_device(device)
+    model, cfg, vocab, tokenizer = load_model(checkpoint, device=str(dev))
+    model.eval()
+    return GPVPredictor(model, cfg, vocab, tokenizer, dev, checkpoint)

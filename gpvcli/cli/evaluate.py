@@ -1,0 +1,43 @@
+"""`gpv evaluate`: score a run or checkpoint on test (seen / unseen) or val."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from gpvcli.cli.common import console
+
+
+def evaluate_command(
+    run: Path = typer.Argument(..., help="A run folder (its best/ checkpoint is used) or a checkpoint folder."),
+    split: str = typer.Option("test", "--split", help="test or val."),
+    data: Path | None = typer.Option(None, "--data", help="Prepared data folder; default: the run's."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder; default RUN/eval/SPLIT."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    beam: int = typer.Option(1, "--beam", help="Beam size (1 = greedy)."),
+    cls_mask: bool = typer.Option(False, "--cls-mask", help="Classification answers use category words only."),
+    limit: int | None = typer.Option(None, "--limit", help="Score only the first N samples (a quick look)."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics.json instead of a table."),
+) -> None:
+    """Decode a split, print a Table 1 row (test / seen / unseen per task) and save metrics and predictions.
+
+    Example: gpv evaluate runs/tiny --split test
+    """
+    from gpvcli.cli.common import print_table
+    from gpvcli.eval.evaluate import evaluate, table1_row
+
+    result = evaluate(run, split=split, data_dir=data, out_dir=out, batch_size=batch_size, beam_size=beam,
+                      cls_mask=cls_mask, limit=limit, show_progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    header, cells = table1_row(result["tasks"])
+    print_table(f"{split} ({result['protocol']['dataset']}; seed Table 1 layout)", header, [[run.name, *cells]],
+                first_column="Model")
+    groups = [[task, *("-" if v is None else f"{v:.3f}" for v in row["groups"].values())]
+              for task, row in result["tasks"].items()]
+    print_table("Per category group (mean over categories; seed Fig. 1)", list(next(iter(
+        result["tasks"].values()))["groups"]), groups, first_column="Task")
+    console.print(f"saved to {result['out_dir']}")

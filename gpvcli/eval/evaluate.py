@@ -1,0 +1,156 @@
+"""`gpv evaluate`: decode a prepared split with a checkpoint and score it.
+
+Writes into `OUT` (default `RUN/eval/<split>/`):
+    metrics.json       per task: all / seen / unseen and per category group (S, H_vqa,cap, H_cls,loc),
+                       plus the protocol (split, decoding, max lengths, metric variants, checkpoint hash)
+    predictions.jsonl  one line per sample: sample_id, task, query, prediction, target, score, unseen,
+                       and the top-10 boxes (pixel xyxy) with relevance
+    captions_results.json  COCO captions results format [{"image_id", "caption"}] (one per caption sample)
+    detections.json        COCO detection results format [{"image_id", "category_id", "bbox" xywh, "score"}]
+    vqa_results.json       VQA results format [{"question_id", "answer"}]
+    boxes.npz              every sample's boxes (N, Q, 4) pixel xyxy, sorted by relevance, and relevance (N, Q)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from gpvcli import io
+from gpvcli.data.dataset import Collator, GPVDataset
+from gpvcli.data.store import SplitStore
+from gpvcli.errors import GPVError
+from gpvcli.eval import runner
+
+TOP_BOXES = 10
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder from a run folder (best/, else last/) or a checkpoint folder itself."""
+    path = Path(path)
+    for candidate in (path, path / "best", path / "last"):
+        if (candidate / "model.safetensors").is_file():
+            return candidate
+    if not path.exists():
+        raise GPVError(f"no run or checkpoint at {path}")
+    raise GPVError(f"{path} holds no GPV checkpoint (model.safetensors)",
+                   hint="give a run folder written by `gpv train` or one of its best/ or last/ folders")
+
+
+def run_data_dir(checkpoint: Path) -> Path | None:
+    """The prepared data a run was trained on (recorded in RUN/run.json), if known."""
+    for folder in (checkpoint, checkpoint.parent):
+        meta = folder / "run.json"
+        if meta.is_file():
+            return Path(io.read_json(meta, "run record")["data_dir"])
+    return None
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: str | Path | None = None,
+             out_dir: str | Path | None = None, batch_size: int = 64, beam_size: int = 1, cls_mask: bool = False,
+             limit: int | None = None, device: str = "auto", show_progress: bool = True) -> dict:
+    """Decode and score `split`; returns the metrics dict written to metrics.json."""
+    from gpvcli import paths
+    from gpvcli.model.checkpoint import load_model
+    from gpvcli.train.distributed import pick_device
+    from gpvcli.train.loop import progress_bar
+
+    if split not in ("test", "val"):
+        raise GPVError(f"unknown split {split!r}", hint="use test or val")
+    checkpoint = resolve_checkpoint(run_or_checkpoint)
+    data_dir = Path(data_dir) if data_dir else run_data_dir(checkpoint) or paths.default_prepared_dir("sce")
+    store = SplitStore(data_dir / f"{split}.h5")
+    dev = pick_device(device)
+    model, cfg, vocab, tokenizer = load_model(checkpoint, device=str(dev))
+    indices = np.arange(len(store)) if limit is None else np.arange(min(limit, len(store)))
+    dataset = GPVDataset(store, vocab, image_size=tuple(cfg.visual.image_size), max_answer_len=cfg.max_answer_len,
+                         indices=indices)
+    loader = DataLoader(dataset, batch_sampler=runner.task_batches(dataset.tasks, batch_size),
+                        collate_fn=Collator(tokenizer))
+    with progress_bar(show_progress) as progress:
+        bar = progress.add_task(f"evaluating {split}", total=len(dataset), info="")
+        preds = runner.predict(model, loader, vocab, device=dev, beam_size=beam_size, cls_mask=cls_mask,
+                               progress=lambda n: progress.advance(bar, n))
+    table, scores = runner.score(store, preds)
+    result = {
+        "tasks": table,
+        "protocol": {
+            "split": split, "dataset": store.dataset, "data_dir": str(data_dir), "samples": len(preds),
+            "decoding": "greedy" if beam_size == 1 else f"beam {beam_size}", "cls_mask": cls_mask,
+            "max_answer_len": cfg.max_answer_len,
+            "metrics": {"vqa": "official VQA v2 accuracy", "cap": "CIDEr-D (pure-Python PTB-style tokens)",
+                        "loc": "per-sample AP@0.5 on corner boxes (corrected GPV-1 metric)",
+                        "cls": "exact match of category name or synonym"},
+            "checkpoint": str(checkpoint), "checkpoint_sha256": file_hash(checkpoint / "model.safetensors"),
+            "data_sha256": file_hash(data_dir / f"{split}.h5"),
+        },
+    }
+    out = Path(out_dir) if out_dir else checkpoint.parent / "eval" / split
+    write_outputs(out, store, preds, scores, result)
+    result["out_dir"] = str(out)
+    return result
+
+
+def write_outputs(out: Path, store: SplitStore, preds: list[dict], scores: dict[int, float], result: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_json(out / "metrics.json", result)
+    lines, captions, detections, vqa = [], [], [], []
+    all_boxes, all_rel = [], []
+    for p in preds:
+        i = p["index"]
+        s = store.sample(i)
+        px = runner.pixel_boxes(store, i, p["boxes"])
+        all_boxes.append(px)
+        all_rel.append(p["relevance"])
+        lines.append(json.dumps({
+            "sample_id": s["sample_id"], "task": s["task"], "image_id": s["image_id"], "query": s["query"],
+            "prediction": p["text"], "target": s["target"], "score": scores.get(i), "unseen": s["unseen"],
+            "boxes": np.round(px[:TOP_BOXES].astype(np.float64), 2).tolist(),
+            "relevance": np.round(p["relevance"][:TOP_BOXES].astype(np.float64), 4).tolist()}))
+        if s["task"] == "cap":
+            captions.append({"image_id": s["image_id"], "caption": p["text"]})
+        elif s["task"] == "vqa":
+            vqa.append({"question_id": int(s["sample_id"].split("/")[1]), "answer": p["text"]})
+        elif s["task"] == "loc":
+            xywh = np.concatenate([px[:, :2], px[:, 2:] - px[:, :2]], 1)
+            detections.extend({"image_id": s["image_id"], "category_id": s["category_id"],
+                               "bbox": [round(float(v), 2) for v in b], "score": round(float(r), 5)}
+                              for b, r in zip(xywh, p["relevance"]))
+    io.write_text(out / "predictions.jsonl", "\n".join(lines) + "\n")
+    io.write_json(out / "captions_results.json", captions, indent=None)
+    io.write_json(out / "detections.json", detections, indent=None)
+    io.write_json(out / "vqa_results.json", vqa, indent=None)
+    with io.atomic_path(out / "boxes.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, index=np.array([p["index"] for p in preds]),
+                                boxes=np.stack(all_boxes) if all_boxes else np.zeros((0, 0, 4)),
+                                relevance=np.stack(all_rel) if all_rel else np.zeros((0, 0)))
+
+
+TABLE_COLUMNS = [("vqa", "VQA"), ("cap", "Captioning"), ("loc", "Localization"), ("cls", "Classification")]
+
+
+def table1_row(tasks: dict) -> tuple[list[str], list[str]]:
+    """Header and cells of one row of the seed's Table 1 (Test / Seen / Unseen per task)."""
+    header, cells = [], []
+    for task, name in TABLE_COLUMNS:
+        row = tasks.get(task)
+        scale = 1.0 if task == "cap" else 100.0
+        for col in ("all", "seen", "unseen"):
+            header.append(f"{name} {'Test' if col == 'all' else col.capitalize()}")
+            value = None if row is None else row[col]
+            cells.append("-" if value is None else (f"{value * scale:.3f}" if task == "cap" else
+                                                     f"{value * scale:.1f}"))
+    return header, cells
