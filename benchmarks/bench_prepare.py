@@ -55,7 +55,7 @@ def write_coco_scale(root: Path, scale: float, seed: int = 0) -> dict:
         captions = [{"id": k + 1 + (0 if split == "train2014" else 5_000_000), "image_id": int(im),
                      "caption": f"A {COLOURS[cc]} {names[a]} next to some {names[b]}s in a room."}
                     for k, (im, a, b, cc) in enumerate(zip(cap_image, c1, c2, col))]
-        q_image = np.repeat(image_ids, rng.integers(3, 8, size=n))   # mean 5.3 questions
+        q_image = np.repeat(image_ids, rng.integers(3, 9, size=n))   # mean 5.5 questions
         qc = rng.integers(0, 80, size=len(q_image))
         questions, answers = [], []
         for im, c in zip(q_image, qc):
