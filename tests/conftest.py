@@ -79,3 +79,13 @@ def tiny_world(tmp_path_factory) -> dict:
     generate(root / "coco", train_images=40, val_images=16, seed=0)
     stats = prepare("sce", coco_dir=root / "coco", out_dir=root / "sce", seed=0)
     return {"coco": root / "coco", "data": root / "sce", "stats": stats}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_world, tmp_path_factory) -> Path:
+    """A run trained for two steps on `tiny_world` (enough to exercise everything downstream of train)."""
+    from gpvcli.train.loop import train
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(run, data_dir=tiny_world["data"], overrides=FAST_TRAIN + ["train.max_steps=2"], show_progress=False)
+    return run

@@ -19,6 +19,7 @@ def evaluate_command(
     beam: int = typer.Option(1, "--beam", help="Beam size (1 = greedy)."),
     cls_mask: bool = typer.Option(False, "--cls-mask", help="Classification answers use category words only."),
     limit: int | None = typer.Option(None, "--limit", help="Score only the first N samples (a quick look)."),
+    tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated tasks to score (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json instead of a table."),
 ) -> None:
     """Decode a split, print a Table 1 row (test / seen / unseen per task) and save metrics and predictions.
@@ -29,7 +30,8 @@ def evaluate_command(
     from gpvcli.eval.evaluate import evaluate, table1_row
 
     result = evaluate(run, split=split, data_dir=data, out_dir=out, batch_size=batch_size, beam_size=beam,
-                      cls_mask=cls_mask, limit=limit, show_progress=not as_json)
+                      cls_mask=cls_mask, limit=limit, tasks=tasks.split(",") if tasks else None,
+                      show_progress=not as_json)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -60,8 +60,10 @@ def file_hash(path: Path) -> str:
 
 def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: str | Path | None = None,
              out_dir: str | Path | None = None, batch_size: int = 64, beam_size: int = 1, cls_mask: bool = False,
-             limit: int | None = None, device: str = "auto", show_progress: bool = True) -> dict:
-    """Decode and score `split`; returns the metrics dict written to metrics.json."""
+             limit: int | None = None, tasks: list[str] | None = None, device: str = "auto",
+             show_progress: bool = True) -> dict:
+    """Decode and score `split` (only `tasks`, when given; only the first `limit` of those samples, when
+    given); returns the metrics dict written to metrics.json."""
     from gpvcli import paths
     from gpvcli.model.checkpoint import load_model
     from gpvcli.train.distributed import pick_device
@@ -74,7 +76,8 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
     store = SplitStore(data_dir / f"{split}.h5")
     dev = pick_device(device)
     model, cfg, vocab, tokenizer = load_model(checkpoint, device=str(dev))
-    indices = np.arange(len(store)) if limit is None else np.arange(min(limit, len(store)))
+    indices = np.arange(len(store)) if tasks is None else np.flatnonzero(np.isin(np.asarray(store.tasks), tasks))
+    indices = indices[:limit]
     dataset = GPVDataset(store, vocab, image_size=tuple(cfg.visual.image_size), max_answer_len=cfg.max_answer_len,
                          indices=indices)
     loader = DataLoader(dataset, batch_sampler=runner.task_batches(dataset.tasks, batch_size),
