@@ -26,8 +26,6 @@ err_console = Console(stderr=True)
 
 _PLANNED = {
     "ablate": "run the paper's ablations (Tables 1-3, Fig. 1)",
-    "report": "an HTML page of qualitative results",
-    "quickstart": "synth, prepare, train, evaluate and predict in one go",
 }
 
 
@@ -39,13 +37,15 @@ def _planned(name: str, summary: str) -> None:
 
 
 def _register() -> None:
-    from gpvcli.cli import evaluate, predict, prepare, synth, train
+    from gpvcli.cli import evaluate, predict, prepare, quickstart, report, synth, train
 
     app.command("synth")(synth.synth_command)
     app.command("prepare")(prepare.prepare_command)
     app.command("train")(train.train_command)
     app.command("evaluate")(evaluate.evaluate_command)
     app.command("predict")(predict.predict_command)
+    app.command("quickstart")(quickstart.quickstart_command)
+    app.command("report")(report.report_command)
     try:
         from gpvcli.cli import info
 

@@ -1,0 +1,82 @@
+"""`gpv quickstart`: the whole pipeline on the embedded synthetic world, on a laptop CPU.
+
+1. generate the synthetic world ($GPV_HOME/synth) and prepare COCO-SCE ($GPV_HOME/prepared/sce), unless present;
+2. pretrain the tiny detector (stage 0) -> runs/quickstart/detector;
+3. train tiny GPV on all four tasks from that detector -> runs/quickstart/gpv;
+4. evaluate on test (seen / unseen) and answer a few tasks on one test image, drawn to a picture.
+Every step resumes: rerunning after an interruption continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gpvcli import paths
+
+DETECTOR_STEPS = 600
+GPV_STEPS = 1500
+
+
+def _finished(run: Path) -> bool:
+    state = run / "last" / "state.json"
+    if not state.is_file():
+        return False
+    cfg = run / "config.yaml"
+    import yaml
+
+    max_steps = yaml.safe_load(cfg.read_text())["train"]["max_steps"]
+    return json.loads(state.read_text())["step"] >= max_steps
+
+
+def _train(run: Path, data: Path, overrides: list[str], show_progress: bool) -> None:
+    from gpvcli.train.loop import train
+
+    if _finished(run):
+        return
+    resume = (run / "last").is_dir()
+    train(run, config="tiny", data_dir=data, overrides=[] if resume else overrides, resume=resume,
+          show_progress=show_progress)
+
+
+def quickstart(*, runs: Path = Path("runs/quickstart"), budget: float = 1.0, show_progress: bool = True) -> dict:
+    """Run the pipeline; returns {"data", "detector", "gpv", "metrics", "examples", "picture"}."""
+    from gpvcli.data.prepare import prepare
+    from gpvcli.eval.evaluate import evaluate
+
+    data = paths.default_prepared_dir("sce")
+    if not (data / "stats.json").is_file():
+        prepare("sce", out_dir=data, show_progress=show_progress)
+    detector = runs / "detector"
+    _train(detector, data, ["train.stage=detector", f"train.max_steps={max(1, round(DETECTOR_STEPS * budget))}"],
+           show_progress)
+    gpv = runs / "gpv"
+    _train(gpv, data, [f"model.visual.pretrained={(detector / 'last').resolve()}",
+                       f"train.max_steps={max(1, round(GPV_STEPS * budget))}"], show_progress)
+    result = evaluate(gpv, split="test", show_progress=show_progress)
+    examples, picture = examples_on_one_image(gpv, data, runs / "example.jpg")
+    return {"data": str(data), "detector": str(detector), "gpv": str(gpv), "metrics": result,
+            "examples": examples, "picture": str(picture)}
+
+
+def examples_on_one_image(run: Path, data: Path, picture: Path) -> tuple[list[dict], Path]:
+    """The model's answers to a caption, a question and a localization on the first test image."""
+    from gpvcli import api
+    from gpvcli.data.images import load_image
+    from gpvcli.data.store import SplitStore
+    from gpvcli.io import atomic_path
+    from gpvcli.viz.draw import draw_prediction
+
+    store = SplitStore(data / "test.h5")
+    tasks = store.tasks
+    first_loc = tasks.index("loc")
+    row = int(store.image[first_loc])
+    queries = [store.query[first_loc], "Describe the image."]
+    queries += [store.query[i] for i in range(len(store)) if tasks[i] == "vqa" and int(store.image[i]) == row][:1]
+    image = load_image(Path(store.images_root) / store.image_file[row])
+    model = api.load(run)
+    preds = model.predict_batch([image] * len(queries), queries, top_k=3)
+    drawn = draw_prediction(image, preds[0].boxes, preds[0].scores, f"{queries[0]} -> {preds[0].text}")
+    with atomic_path(picture) as tmp:
+        drawn.save(tmp, format="JPEG", quality=92)
+    return [{"query": q, **p.to_dict()} for q, p in zip(queries, preds)], picture

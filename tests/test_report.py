@@ -1,0 +1,106 @@
+import base64
+import importlib.util
+import io
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from conftest import FAST_TRAIN
+from PIL import Image
+from typer.testing import CliRunner
+
+from gpvcli.cli.report import report_command
+from gpvcli.data.store import SplitStore
+from gpvcli.errors import GPVError
+from gpvcli.viz import report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def built(tiny_world, tmp_path_factory) -> dict:
+    """A 2-step run and its report (2 images, seed 1), written through the CLI command."""
+    from gpvcli.train.loop import train
+
+    run = tmp_path_factory.mktemp("report") / "run"
+    train(run, data_dir=tiny_world["data"], overrides=FAST_TRAIN + ["train.max_steps=2"], show_progress=False)
+    app = typer.Typer()
+    app.command()(report_command)
+    result = CliRunner().invoke(app, [str(run), "--n", "2", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    return {"run": run, "page": (run / "report.html").read_text(encoding="utf-8"),
+            "store": SplitStore(tiny_world["data"] / "test.h5")}
+
+
+def test_report_is_one_self_contained_file(built):
+    page = built["page"]
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert not re.search(r"https?://", page)
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/jpeg;base64,") for s in sources)
+    picture = Image.open(io.BytesIO(base64.b64decode(sources[0].split(",", 1)[1])))
+    assert picture.format == "JPEG" and max(picture.size) >= report.PICTURE_SIDE
+    assert not list(built["run"].glob(".report.html.*"))   # no temporary file left behind
+
+
+def test_report_has_the_drawn_images_and_one_card_per_sample(built):
+    page, store = built["page"], built["store"]
+    rows = report.pick_images(store, 2, seed=1)
+    sections = re.findall(r'<section class="image" id="image-(\d+)">(.*?)</section>', page, re.DOTALL)
+    assert [int(image_id) for image_id, _ in sections] == [int(store.image_id[r]) for r in rows]
+    for (_, body), row in zip(sections, rows):
+        expected = np.flatnonzero(store.image == row)
+        assert body.count('<article class="card"') == len(expected)
+        assert sorted(re.findall(r'data-task="(\w+)"', body)) == sorted(store.tasks[i] for i in expected)
+    assert 'class="tag seen"' in page or 'class="tag unseen"' in page
+    assert page.count("(dashed)") == sum(store.tasks[i] in ("loc", "refexp")
+                                         for i in np.flatnonzero(np.isin(store.image, rows)))
+
+
+def test_image_draw_is_seeded():
+    class Store:
+        image = np.repeat(np.arange(16), 3)
+
+    assert report.pick_images(Store(), 4, seed=7) == report.pick_images(Store(), 4, seed=7)
+    assert report.pick_images(Store(), 4, seed=7) != report.pick_images(Store(), 4, seed=8)
+    assert report.pick_images(Store(), 100, seed=0) == list(range(16))
+
+
+def test_text_is_escaped(tiny_world):
+    store = SplitStore(tiny_world["data"] / "test.h5")
+    i = int(np.flatnonzero(np.asarray(store.tasks) == "vqa")[0])
+    evil = '<script>alert("x")</script> & <img src=x>'
+    store.query = [evil if k == i else q for k, q in enumerate(store.query.tolist())]
+    q = 4
+    record = {"index": i, "task": "vqa", "text": "<b>bold</b>", "boxes": np.full((q, 4), 0.5, np.float32),
+              "relevance": np.linspace(0.9, 0.1, q, dtype=np.float32)}
+    page = report.render(store=store, rows=[int(store.image[i])], records={i: record}, scores={i: 1.0}, top_k=2,
+                         header={"run": "<runs/x>"})
+    assert "<script>" not in page and "<img src=x>" not in page and "<b>bold</b>" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &lt;img src=x&gt;" in page
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page and "&lt;runs/x&gt;" in page
+
+
+def test_missing_run_and_bad_options_are_gpv_errors(built, tmp_path):
+    with pytest.raises(GPVError, match="no run or checkpoint"):
+        report.build_report(tmp_path / "missing")
+    with pytest.raises(GPVError, match="--n"):
+        report.build_report(built["run"], n=0)
+    with pytest.raises(GPVError, match="unknown split"):
+        report.build_report(built["run"], split="dev")
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not on PATH (a manual check)")
+def test_report_renders_in_headless_chromium(built, tmp_path):
+    spec = importlib.util.spec_from_file_location("check_report_browser",
+                                                  ROOT / "benchmarks" / "check_report_browser.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    png = check.screenshot(built["run"] / "report.html", tmp_path / "shot.png", width=1000, height=1500)
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size == (1000, 1500)
+    assert check.distinct_colours(png) > 1000   # pictures and text, not a blank page
