@@ -97,9 +97,6 @@ class GPVStage:
         self.device = device
         self.vocab = Vocab.load(data_dir / "vocab.json")
         self.tokenizer = build_tokenizer(cfg.model.text, data_dir / "query_vocab.txt")
-        if len(self.tokenizer) > cfg.model.text.vocab_size:
-            raise GPVError(f"the query tokenizer has {len(self.tokenizer)} words but model.text.vocab_size is "
-                           f"{cfg.model.text.vocab_size}", hint=f"--set model.text.vocab_size={len(self.tokenizer)}")
         self.model = build_model(cfg.model, self.vocab).to(device)
         self.train_store = SplitStore(data_dir / "train.h5")
         self.val_store = SplitStore(data_dir / "val.h5")

@@ -1,0 +1,57 @@
+"""`gpv info`: parameters per component, FLOPs and activations of a model preset."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from gpvcli.cli.common import console, print_table
+
+
+def _millions(n: float) -> str:
+    return f"{n / 1e6:,.1f}M"
+
+
+def info_command(
+    config: str = typer.Option("tiny", "--config", help="Preset name (tiny, gpv1, ...) or a YAML file."),
+    vocab_size: int = typer.Option(7600, "--vocab-size", help="Answer vocabulary size of the placeholder "
+                                   "vocabulary (GPV-1 had about 7.6k words)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config field, e.g. model.heads=task "
+                                        "(repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """Parameters (trainable / frozen per component), FLOPs and activations of one forward pass.
+
+    FLOPs and activations are measured on one sample at the preset's image size with a
+    16-token query and a 5-token answer; FLOPs count 2 per multiply-add (torch FlopCounterMode),
+    activations the output elements of every leaf module. The paper's GPV-1 figures are
+    shown beside them.
+
+    Example: gpv info --config gpv1 --set model.heads=task
+    """
+    from gpvcli.errors import GPVError
+    from gpvcli.model.config import load_model_config
+    from gpvcli.model.info import PAPER, model_info
+
+    if vocab_size < 5:
+        raise GPVError(f"--vocab-size {vocab_size} is too small", hint="at least 5 (4 special tokens + 1 word)")
+    cfg = load_model_config(config, overrides)
+    info = model_info(cfg, vocab_size)
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    params = info["parameters"]
+    rows = [[name, _millions(c["trainable"]), _millions(c["frozen"]), _millions(c["trainable"] + c["frozen"])]
+            for name, c in params.items()]
+    H, W = info["image_size"]
+    print_table(f"Parameters of {config} (answer vocabulary {vocab_size} words)",
+                ["trainable", "frozen", "total"], rows, first_column="Component")
+    total = params["total"]["trainable"] + params["total"]["frozen"]
+    print_table(f"One forward pass: {H}x{W} image, {info['query_len']}-token query, "
+                f"{info['answer_len']}-token answer", ["this model", "paper (GPV-1)"],
+                [["parameters", _millions(total), _millions(PAPER["parameters"][cfg.heads])],
+                 ["FLOPs", f"{info['flops'] / 1e9:,.2f}G", f"{PAPER['flops'] / 1e9:.0f}G"],
+                 ["activations", _millions(info["activations"]), _millions(PAPER["activations"])]],
+                first_column="Figure")
+    console.print("The paper's figures are for the gpv1 preset at 480x640 (head per task: 311M parameters).")
