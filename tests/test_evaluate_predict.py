@@ -69,6 +69,7 @@ def test_infer_task(task_text, task):
 
 
 def _odd_images(tmp_path):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     rgb = Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
     paths = {}
