@@ -30,7 +30,7 @@ _PLANNED = {
 
 
 def _planned(name: str, summary: str) -> None:
-    @app.command(name, help=f"{summary} [not built yet]",
+    @app.command(name, help=f"{summary} (not built yet)",
                  context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def _command(ctx: typer.Context) -> None:
         raise GPVError(f"`gpv {name}` is not built yet in this version", hint="see README.md for what works")
