@@ -120,7 +120,7 @@ def test_ddp_two_processes_match_one(tiny_world, tmp_path):
     train(single, data_dir=tiny_world["data"], overrides=overrides, show_progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-           "-m", "gpvcli", "train", "--run", str(tmp_path / "ddp"), "--data", str(tiny_world["data"]), *sets]
+           "-m", "gpvcli", "train", "--run-dir", str(tmp_path / "ddp"), "--data", str(tiny_world["data"]), *sets]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 

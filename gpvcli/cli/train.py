@@ -13,7 +13,9 @@ def train_command(
     config: str = typer.Option("tiny", "--config", help="Preset name (tiny, gpv1, ...) or a YAML file."),
     data: Path | None = typer.Option(None, "--data", help="Prepared data folder; default $GPV_HOME/prepared/sce "
                                      "(prepared on first use)."),
-    run: Path = typer.Option(Path("runs/default"), "--run", help="Run folder (config, metrics, checkpoints)."),
+    run: Path = typer.Option(Path("runs/default"), "--run", "--run-dir",
+                             help="Run folder (config, metrics, checkpoints); under torchrun write --run-dir "
+                                  "(torchrun's own parser mistakes --run for its --run-path)."),
     tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated tasks, e.g. vqa,cap,loc,cls."),
     stage: str | None = typer.Option(None, "--stage", help="gpv (default) or detector (stage-0 pretraining)."),
     set_: list[str] = typer.Option([], "--set", help="Config override section.key=value (repeatable)."),
@@ -23,7 +25,7 @@ def train_command(
 
     Example: gpv train --config tiny --run runs/tiny --tasks vqa,cap,loc,cls --set train.epochs=2
 
-    Multi-GPU / multi-node: torchrun --nproc_per_node=8 -m gpvcli train --config gpv1 --run runs/gpv1
+    Multi-GPU / multi-node: torchrun --nproc_per_node=8 -m gpvcli train --config gpv1 --run-dir runs/gpv1
     """
     from gpvcli.train.loop import train
 

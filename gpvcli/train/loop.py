@@ -71,6 +71,12 @@ def lr_lambda(total_steps: int, warmup: float):
     return f
 
 
+def _loader_generator(seed: int, epoch: int) -> torch.Generator:
+    """A DataLoader's own generator (its worker seeds), so that creating a loader never draws from the
+    global RNG: a resumed run then draws exactly the dropout masks an uninterrupted one does."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch + 1)
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -144,7 +150,8 @@ class GPVStage:
     def validate(self, show_progress: bool = False) -> dict:
         """Task metrics on the fixed validation subset, and the selection metric (their sum)."""
         batches = runner.task_batches(self.val_set.tasks, self.cfg.train.val_batch_size)
-        loader = DataLoader(self.val_set, batch_sampler=batches, collate_fn=self.collate)
+        loader = DataLoader(self.val_set, batch_sampler=batches, collate_fn=self.collate,
+                            generator=_loader_generator(self.cfg.train.seed, -1))
         with progress_bar(show_progress) as progress:
             task = progress.add_task("validating", total=len(self.val_set), info="")
             preds = runner.predict(self.model, loader, self.vocab, device=self.device,
@@ -222,7 +229,8 @@ class DetectorStage:
         from gpvcli.eval.metrics import localization_ap
 
         self.model.eval()
-        loader = DataLoader(self.val_set, batch_size=self.cfg.train.val_batch_size, collate_fn=self.collate)
+        loader = DataLoader(self.val_set, batch_size=self.cfg.train.val_batch_size, collate_fn=self.collate,
+                            generator=_loader_generator(self.cfg.train.seed, -1))
         aware, agnostic = [], []
         for batch in loader:
             out = self.model(batch["images"].to(self.device))
@@ -442,7 +450,7 @@ class Trainer:
                 batches = list(self.sampler)[self.state["step_in_epoch"] * t.grad_accum:
                                              self.steps_per_epoch * t.grad_accum]
                 loader = DataLoader(self.stage.train_set, batch_sampler=batches, collate_fn=self.stage.collate,
-                                    num_workers=t.num_workers)
+                                    num_workers=t.num_workers, generator=_loader_generator(t.seed, epoch))
                 tick, seen = time.perf_counter(), 0
                 for k, batch in enumerate(loader):
                     last_micro = (k + 1) % t.grad_accum == 0
