@@ -25,7 +25,6 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 _PLANNED = {
-    "ablate": "run the paper's ablations (Tables 1-3, Fig. 1)",
 }
 
 
@@ -37,7 +36,7 @@ def _planned(name: str, summary: str) -> None:
 
 
 def _register() -> None:
-    from gpvcli.cli import evaluate, predict, prepare, quickstart, report, synth, train
+    from gpvcli.cli import ablate, evaluate, predict, prepare, quickstart, report, synth, train
 
     app.command("synth")(synth.synth_command)
     app.command("prepare")(prepare.prepare_command)
@@ -46,6 +45,7 @@ def _register() -> None:
     app.command("predict")(predict.predict_command)
     app.command("quickstart")(quickstart.quickstart_command)
     app.command("report")(report.report_command)
+    app.command("ablate")(ablate.ablate_command)
     try:
         from gpvcli.cli import info
 

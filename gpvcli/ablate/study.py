@@ -1,0 +1,290 @@
+"""Run, plan and collect an ablation: train each variant once, evaluate it, and build the tables.
+
+The ablation folder (OUT, default runs/ablate/):
+    settings.json           the settings of the latest `gpv ablate` (config, data, budget, steps, overrides)
+    NAME/                   one variant (name: gpvcli.ablate.variants.Variant.name), a `gpv train` run folder
+                            (config.yaml, metrics.jsonl, last/, best/) plus
+      eval/TASK/            `gpv evaluate` outputs on the fixed test subset of each trained task
+      result.json           written last, so it marks a finished variant: metrics per task, steps, seconds,
+                            parameter count, the test subset
+    ablation.json, ablation.md, figure1.png   tables, Fig. 1 and the paper's findings checked on this run
+    plan.sh, plan.txt       `--plan`: one self-contained command per variant
+
+A finished variant (result.json) is never redone; an unfinished one continues from its last/ checkpoint.
+A variant whose folder was trained with another config (other --budget or --set) is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from gpvcli import io
+from gpvcli.ablate import findings, tables
+from gpvcli.ablate.variants import (
+    STUDY_NAMES,
+    Variant,
+    common_overrides,
+    config_diff,
+    default_steps,
+    resolve,
+    select_studies,
+    steps_for,
+    study_variants,
+)
+from gpvcli.errors import GPVError
+from gpvcli.eval.evaluate import evaluate
+from gpvcli.train.config import load_run_config
+from gpvcli.train.loop import CONFIG_FILE, train
+
+RESULT_FILE = "result.json"
+DEFAULT_OUT = Path("runs/ablate")
+# Test samples scored per task (the first ones of each task in the prepared test split: the same fixed
+# subset for every variant); 0 scores the whole split.
+EVAL_SAMPLES = 300
+
+
+def ensure_data(data_dir: str | Path | None, show_progress: bool = True) -> Path:
+    """The prepared data folder; the default one is prepared on first use."""
+    from gpvcli import paths
+
+    if data_dir is None:
+        data_dir = paths.default_prepared_dir("sce")
+        if not (data_dir / "train.h5").is_file():
+            from gpvcli.data.prepare import prepare
+
+            prepare("sce", out_dir=data_dir, show_progress=show_progress)
+    data_dir = Path(data_dir).resolve()
+    if not (data_dir / "train.h5").is_file():
+        raise GPVError(f"no prepared data in {data_dir}", hint="run `gpv prepare` or pass --data")
+    return data_dir
+
+
+def study_settings(*, config: str, data_dir: Path, budget: float, sets: list[str], eval_samples: int) -> dict:
+    """What every variant shares: the config, data, step budget, overrides and test subset."""
+    if eval_samples < 0:
+        raise GPVError(f"--eval-samples {eval_samples}: need 0 (all) or more")
+    steps = steps_for(budget, default_steps(config, data_dir, sets))
+    return {"config": config, "data_dir": str(data_dir), "budget": budget, "steps": steps, "sets": list(sets),
+            "overrides": common_overrides(config, steps=steps, sets=list(sets)), "eval_samples": eval_samples}
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _check_config(folder: Path, variant: Variant, settings: dict) -> None:
+    """Refuse to reuse a variant folder trained on other data or with another resolved config."""
+    meta = folder / "run.json"
+    if meta.is_file() and io.read_json(meta, "run record")["data_dir"] != settings["data_dir"]:
+        raise GPVError(f"variant {variant.name} in {folder.parent} was trained on other data",
+                       hint="pass the same --data as before, or another --out")
+    saved = folder / CONFIG_FILE
+    if not saved.is_file():
+        return
+    diff = config_diff(load_run_config(saved), resolve(variant, config=settings["config"],
+                                                        common=settings["overrides"]))
+    if diff:
+        raise GPVError(f"variant {variant.name} in {folder.parent} was trained with other settings "
+                       f"({', '.join(diff[:3])} differ)",
+                       hint="use the same --config/--budget/--set as before, or another --out")
+
+
+def run_variant(variant: Variant, *, out: Path, settings: dict, show_progress: bool = True) -> dict | None:
+    """Train (or resume) and evaluate one variant in OUT/NAME; returns its result.json (None on the
+    non-zero ranks of a torchrun launch, which only train)."""
+    folder = out / variant.name
+    result_file = folder / RESULT_FILE
+    if result_file.is_file():
+        result = io.read_json(result_file, "variant result")
+        _check_config(folder, variant, settings)
+        if result["eval"]["samples_per_task"] != settings["eval_samples"]:
+            raise GPVError(f"variant {variant.name} was evaluated on {result['eval']['samples_per_task']} "
+                           "test samples per task", hint="pass the same --eval-samples, or another --out")
+        return result
+    resume = (folder / "last").is_dir()
+    if resume:
+        _check_config(folder, variant, settings)
+    elif folder.exists() and _rank() == 0:
+        shutil.rmtree(folder)            # started, but killed before its first checkpoint
+    data_dir = Path(settings["data_dir"])
+    start = time.perf_counter()
+    outcome = train(folder, config=settings["config"], data_dir=data_dir,
+                    overrides=() if resume else [*settings["overrides"], *variant.overrides()],
+                    resume=resume, show_progress=show_progress)
+    if _rank() != 0:
+        return None
+    train_seconds = time.perf_counter() - start
+    metrics, subset = {}, {}
+    for task in variant.tasks:
+        scored = evaluate(folder, split="test", data_dir=data_dir, out_dir=folder / "eval" / task, tasks=[task],
+                          limit=settings["eval_samples"] or None, show_progress=show_progress)["tasks"]
+        if task in scored:
+            metrics[task] = scored[task]
+            subset[task] = {"n": scored[task]["n"], "n_unseen": scored[task]["n_unseen"]}
+    result = {"variant": variant.name, "tasks": list(variant.tasks),
+              "relevance_conditioning": variant.relevance_conditioning, "heads": variant.heads,
+              "seed": variant.seed, "steps": outcome["steps"], "metrics": metrics,
+              "parameters": parameter_count(folder, data_dir),
+              "train_seconds": round(train_seconds, 1),
+              "eval_seconds": round(time.perf_counter() - start - train_seconds, 1),
+              "eval": {"split": "test", "samples_per_task": settings["eval_samples"], "subset": subset}}
+    io.write_json(result_file, result)
+    return result
+
+
+def parameter_count(folder: Path, data_dir: Path) -> int:
+    """All parameters (trainable and frozen) of the variant's model (Table 3's "Params")."""
+    from gpvcli.data.vocab import Vocab
+    from gpvcli.model.info import count_parameters
+
+    total = count_parameters(load_run_config(folder / CONFIG_FILE).model,
+                             len(Vocab.load(data_dir / "vocab.json")))["total"]
+    return total["trainable"] + total["frozen"]
+
+
+def select_variants(*, study: str, tasks: str | None, variant: str | None, seeds: int) -> tuple[tuple, list]:
+    """(studies whose tables to show, variants to run) for the CLI's --study / --tasks / --variant."""
+    from gpvcli.ablate.variants import parse_tasks
+
+    if variant is not None:
+        if tasks is not None:
+            raise GPVError("--variant names one variant; it takes no --tasks")
+        return (), [Variant.from_name(variant)]
+    studies = select_studies(study)
+    if tasks is not None:
+        if studies != ("tasks",):
+            raise GPVError("--tasks picks a row of Table 1; it goes with --study tasks")
+        return studies, study_variants(studies, tasks=parse_tasks(tasks), seeds=seeds)
+    return studies, study_variants(studies, seeds=seeds)
+
+
+def run_ablation(*, study: str = "tasks", tasks: str | None = None, variant: str | None = None,
+                 config: str = "tiny", data_dir: str | Path | None = None, out: str | Path = DEFAULT_OUT,
+                 budget: float = 1.0, seeds: int = 1, sets: list[str] | tuple[str, ...] = (),
+                 eval_samples: int = EVAL_SAMPLES, show_progress: bool = True,
+                 log: Callable[[str], None] = lambda message: None) -> dict:
+    """Run the variants of `study` (or the Table 1 row `tasks`, or the one `variant`) that are not finished,
+    then collect the tables. With `variant` (a job of a plan) nothing is collected; returns
+    {"results": {name: result}} then, else `collect`'s report plus "results"."""
+    out = Path(out)
+    studies, variants = select_variants(study=study, tasks=tasks, variant=variant, seeds=seeds)
+    settings = study_settings(config=config, data_dir=ensure_data(data_dir, show_progress), budget=budget,
+                              sets=list(sets), eval_samples=eval_samples)
+    if variant is None and _rank() == 0:
+        io.write_json(out / "settings.json", settings)
+    results = {}
+    for k, v in enumerate(variants, 1):
+        done = (out / v.name / RESULT_FILE).is_file()
+        log(f"variant {k}/{len(variants)}: {v.name}" + (" (finished before)" if done else ""))
+        results[v.name] = run_variant(v, out=out, settings=settings, show_progress=show_progress)
+    if variant is not None or _rank() != 0:
+        return {"results": results}
+    return {**collect(out, studies=studies, seeds=seeds), "results": results}
+
+
+def variant_command(variant: Variant, settings: dict, *, out: Path, launcher: str | None = None) -> str:
+    """The shell command that runs one variant (writing only OUT/NAME)."""
+    config = settings["config"]
+    if Path(config).suffix in (".yaml", ".yml"):
+        config = str(Path(config).resolve())
+    prefix = [*shlex.split(launcher), "-m", "gpvcli"] if launcher else ["gpv"]
+    args = ["ablate", "--variant", variant.name, "--config", config, "--data", settings["data_dir"],
+            "--out", str(out.resolve()), "--budget", f"{settings['budget']:g}",
+            "--eval-samples", str(settings["eval_samples"]),
+            *(a for s in settings["sets"] for a in ("--set", s))]
+    return shlex.join([*prefix, *args])
+
+
+def plan(*, study: str = "tasks", tasks: str | None = None, config: str = "tiny", data_dir: str | Path | None = None,
+         out: str | Path = DEFAULT_OUT, budget: float = 1.0, seeds: int = 1, sets: list[str] | tuple[str, ...] = (),
+         eval_samples: int = EVAL_SAMPLES, launcher: str | None = None) -> dict:
+    """One command per unfinished-or-not variant, saved as OUT/plan.txt (one per line) and OUT/plan.sh
+    (`bash plan.sh` runs them in turn; `bash plan.sh I` runs the I-th, e.g. I=$SLURM_ARRAY_TASK_ID).
+    Returns {"commands", "variants", "collect", "script", "text"}."""
+    out = Path(out)
+    studies, variants = select_variants(study=study, tasks=tasks, variant=None, seeds=seeds)
+    settings = study_settings(config=config, data_dir=ensure_data(data_dir), budget=budget, sets=list(sets),
+                              eval_samples=eval_samples)
+    commands = [variant_command(v, settings, out=out, launcher=launcher) for v in variants]
+    collect_cmd = shlex.join(["gpv", "ablate", "--collect", "--out", str(out.resolve()), "--study",
+                              "all" if studies == STUDY_NAMES else studies[0], "--seeds", str(seeds)])
+    io.write_json(out / "settings.json", settings)
+    text = io.write_text(out / "plan.txt", "\n".join(commands) + "\n")
+    script = io.write_text(out / "plan.sh", "\n".join([
+        "#!/usr/bin/env bash",
+        f"# gpv ablate plan: {len(commands)} variants, each writing only its own folder under {out.resolve()}.",
+        "# All in turn: bash plan.sh    One (a job-array task): bash plan.sh $SLURM_ARRAY_TASK_ID",
+        f"# e.g. sbatch --array=0-{len(commands) - 1} --wrap 'bash plan.sh $SLURM_ARRAY_TASK_ID'",
+        f"# Then: {collect_cmd}",
+        "set -euo pipefail",
+        "commands=(",
+        *(f"  {shlex.quote(c)}" for c in commands),
+        ")",
+        'if [ $# -ge 1 ]; then eval "${commands[$1]}"; else for c in "${commands[@]}"; do eval "$c"; done; fi',
+        ""]))
+    return {"commands": commands, "variants": [v.name for v in variants], "collect": collect_cmd,
+            "script": str(script), "text": str(text)}
+
+
+def load_results(out: Path) -> dict[str, dict]:
+    """result.json of every finished variant in OUT, by name."""
+    return {p.parent.name: io.read_json(p, "variant result") for p in sorted(Path(out).glob(f"*/{RESULT_FILE}"))}
+
+
+def collect(out: str | Path = DEFAULT_OUT, *, studies: tuple[str, ...] = STUDY_NAMES, seeds: int = 1) -> dict:
+    """Tables, Fig. 1 and findings from the finished variants in OUT (others shown as pending); writes
+    OUT/ablation.json, OUT/ablation.md and (with the tasks study) OUT/figure1.png; returns the report:
+    {"out", "settings", "test_subset", "tables": {study: table}, "figure1": gains | None,
+     "findings": [...], "pending": [names], "files": [paths]}."""
+    out = Path(out)
+    results = load_results(out)
+    expected = study_variants(studies, seeds=seeds)
+    subset = {}
+    for r in results.values():
+        subset.update(r["eval"]["subset"])
+    report = {"out": str(out),
+              "settings": io.read_json(out / "settings.json", "ablation settings")
+              if (out / "settings.json").is_file() else None,
+              "test_subset": subset,
+              "tables": {s: tables.build_table(s, results, seeds) for s in studies},
+              "figure1": findings.figure1_gains(results) if "tasks" in studies else None,
+              "findings": findings.check_claims(results, studies),
+              "pending": [v.name for v in expected if v.name not in results]}
+    files = [io.write_json(out / "ablation.json", report), io.write_text(out / "ablation.md", markdown(report))]
+    if report["figure1"] is not None:
+        files.append(findings.save_heatmap(report["figure1"], out / "figure1.png"))
+    report["files"] = [str(f) for f in files]
+    return report
+
+
+def markdown(report: dict) -> str:
+    """ablation.md: the tables (best in bold, second best underlined), Fig. 1 and the findings."""
+    lines = ["# GPV-1 ablations", ""]
+    s = report["settings"]
+    if s:
+        lines += [(f"Config `{s['config']}`, {s['steps']} optimizer steps per variant (budget {s['budget']:g}), "
+                   f"data `{s['data_dir']}`; overrides: `{' '.join(s['overrides'])}`."), ""]
+    if report["test_subset"]:
+        lines += ["Test subset per task: " + ", ".join(f"{t} {v['n']} ({v['n_unseen']} unseen)"
+                                                       for t, v in report["test_subset"].items()) + ".", ""]
+    for table in report["tables"].values():
+        header, rows = tables.cell_texts(table, "markdown")
+        lines += [f"## {table['title']}", "", tables.markdown_table(header, rows), ""]
+    if report["figure1"] is not None:
+        header = [name for _, name in findings.FIG1_COLUMNS]
+        rows = [[name, *("n/a" if report["figure1"][t][g] is None else f"{report['figure1'][t][g]:.2f}"
+                         for g, _ in findings.FIG1_COLUMNS)] for t, name in findings.FIG1_ROWS]
+        lines += ["## Fig. 1. Relative gain (%) of multitask over single-task training", "",
+                  "![Fig. 1](figure1.png)", "", tables.markdown_table(header, rows, first="Task"), ""]
+    if report["findings"]:
+        rows = [[f["claim"], f["paper"], f["ours"], f["verdict"]] for f in report["findings"]]
+        lines += ["## The paper's findings on this run", "",
+                  tables.markdown_table(["Paper", "This run", "Verdict"], rows, first="Claim"), ""]
+    if report["pending"]:
+        lines += ["Pending variants: " + ", ".join(report["pending"]), ""]
+    return "\n".join(lines)

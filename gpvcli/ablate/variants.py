@@ -1,0 +1,197 @@
+"""The ablation variants: what each study changes, how a variant is named, and its resolved config.
+
+A variant is its content: the tasks it trains on, relevance conditioning on/off, the text heads
+(per modality / per task) and the seed. Its name spells that content out
+(`vqa-cap-loc-cls_rel_modality_s0`), so a model shared by several studies (the four-task multitask
+model is Table 1 [h], Table 2 [a] and Table 3 [b]) has one name, one folder, and is trained once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpvcli.config import to_dict
+from gpvcli.errors import GPVError
+from gpvcli.train.config import RunConfig, load_run_config
+
+TASK_ORDER = ("vqa", "cap", "loc", "cls")
+TASK_LABELS = {"vqa": "VQA", "cap": "Cap", "loc": "Loc", "cls": "Cls"}
+STUDY_NAMES = ("tasks", "relevance", "heads")
+
+# Training recipe per preset for the ablation (applied before --set), and the default step budget of one
+# variant. tiny: the synthetic study on 2 CPU cores (the preset has no pretrained detector, so the visual
+# encoder trains from the start). Presets without a recipe keep their own training settings; their default
+# budget is the full schedule (train.epochs) of the four-task model. Measured on the default synthetic world
+# (2 shared CPU cores): about 0.1 CPU-second per training sample, so 300 steps of 16 samples take ~5-6 min
+# per variant on 2 idle cores, and the 10 variants of --study all with evaluation about an hour.
+RECIPES = {
+    "tiny": {"steps": 300,
+             "overrides": ["train.batch_size=16", "train.precision=fp32", "train.frozen_visual_epochs=0",
+                           "train.val_samples=100", "train.save_every=50", "train.lr=3e-4"]},
+}
+# Config fields a variant sets; --set must leave them alone.
+VARIANT_FIELDS = ("train.tasks", "model.relevance_conditioning", "model.heads", "train.seed")
+# The config fields each study varies (everything else must be equal between its variants).
+STUDY_CHANGES = {"tasks": ("train.tasks",), "relevance": ("model.relevance_conditioning",),
+                 "heads": ("model.heads",)}
+
+_NAME = re.compile(r"^(?P<tasks>[a-z]+(?:-[a-z]+)*)_(?P<rel>rel|norel)_(?P<heads>modality|task)_s(?P<seed>\d+)$")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trained-and-evaluated model of the study; tasks in TASK_ORDER."""
+
+    tasks: tuple[str, ...]
+    relevance_conditioning: bool = True
+    heads: str = "modality"
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        rel = "rel" if self.relevance_conditioning else "norel"
+        return f"{'-'.join(self.tasks)}_{rel}_{self.heads}_s{self.seed}"
+
+    @property
+    def content(self) -> Variant:
+        """The variant without its seed: what a table row aggregates over seeds."""
+        return dataclasses.replace(self, seed=0)
+
+    def with_seed(self, seed: int) -> Variant:
+        return dataclasses.replace(self, seed=seed)
+
+    def overrides(self) -> list[str]:
+        return [f"train.tasks=[{','.join(self.tasks)}]",
+                f"model.relevance_conditioning={str(self.relevance_conditioning).lower()}",
+                f"model.heads={self.heads}", f"train.seed={self.seed}"]
+
+    @classmethod
+    def from_name(cls, name: str) -> Variant:
+        m = _NAME.match(name)
+        if not m:
+            raise GPVError(f"{name!r} is not a variant name",
+                           hint="names look like vqa-cap_rel_modality_s0 (see `gpv ablate --plan`)")
+        return cls(tasks=parse_tasks(m["tasks"].replace("-", ",")), relevance_conditioning=m["rel"] == "rel",
+                   heads=m["heads"], seed=int(m["seed"]))
+
+
+def parse_tasks(text: str) -> tuple[str, ...]:
+    """'cls,vqa' -> ('vqa', 'cls'): the ablation's tasks in TASK_ORDER."""
+    tasks = {t.strip() for t in text.split(",") if t.strip()}
+    unknown = sorted(tasks - set(TASK_ORDER))
+    if unknown or not tasks:
+        raise GPVError(f"--tasks {text!r}: unknown task {unknown[0] if unknown else '(none)'}",
+                       hint=f"choose from {','.join(TASK_ORDER)}")
+    return tuple(t for t in TASK_ORDER if t in tasks)
+
+
+def tasks_label(tasks: tuple[str, ...]) -> str:
+    """The paper's model name for a task set: GPV-I-VQA+Cap, GPV-I-Multitask."""
+    if tasks == TASK_ORDER:
+        return "GPV-I-Multitask"
+    return "GPV-I-" + "+".join(TASK_LABELS[t] for t in tasks)
+
+
+ALL = Variant(TASK_ORDER)
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str        # "[a] GPV-I-VQA"
+    variant: Variant  # seed 0
+
+
+def _row(letter: str, tasks: tuple[str, ...], label: str | None = None, **kwargs) -> Row:
+    return Row(f"[{letter}] {label or tasks_label(tasks)}", Variant(tasks, **kwargs))
+
+
+STUDIES = {
+    "tasks": ("Table 1. Task ablation (COCO-SCE test)", (
+        _row("a", ("vqa",)), _row("b", ("cap",)), _row("c", ("loc",)), _row("d", ("cls",)),
+        _row("e", ("vqa", "cap")), _row("f", ("loc", "cls"), "GPV-I-Cls+Loc"), _row("g", ("vqa", "cap", "loc")),
+        _row("h", TASK_ORDER))),
+    "relevance": ("Table 2. Relevance conditioning ablation (test)", (
+        _row("a", TASK_ORDER, "Multitask GPV-I"), _row("b", TASK_ORDER, "w/o rel. cond.",
+                                                         relevance_conditioning=False))),
+    "heads": ("Table 3. Modality-specific vs. task-specific heads (test)", (
+        _row("a", TASK_ORDER, "Head per Task", heads="task"), _row("b", TASK_ORDER, "Head per Modality"))),
+}
+
+
+def select_studies(study: str) -> tuple[str, ...]:
+    if study == "all":
+        return STUDY_NAMES
+    if study not in STUDY_NAMES:
+        raise GPVError(f"unknown study {study!r}", hint="use tasks, relevance, heads or all")
+    return (study,)
+
+
+def study_variants(studies: tuple[str, ...], *, tasks: tuple[str, ...] | None = None, seeds: int = 1) -> list[Variant]:
+    """The distinct variants of `studies` (or of the one Table 1 row `tasks`), each with seeds 0..seeds-1."""
+    if seeds < 1:
+        raise GPVError(f"--seeds {seeds}: need at least 1")
+    if tasks is not None:
+        contents = [Variant(tasks)]
+    else:
+        contents = [row.variant for s in studies for row in STUDIES[s][1]]
+    return [v.with_seed(seed) for v in dict.fromkeys(contents) for seed in range(seeds)]
+
+
+def check_sets(sets: list[str]) -> None:
+    for text in sets:
+        key = text.split("=", 1)[0].strip()
+        if key in VARIANT_FIELDS:
+            raise GPVError(f"--set {key} is what the ablation varies",
+                           hint="choose tasks with --tasks, seeds with --seeds, and studies with --study")
+
+
+def default_steps(config: str, data_dir: Path, sets: list[str]) -> int:
+    """One variant's step budget at --budget 1 (see RECIPES)."""
+    if config in RECIPES:
+        return RECIPES[config]["steps"]
+    from gpvcli.data.store import SplitStore
+
+    t = load_run_config(config, sets).train
+    n = sum(task in TASK_ORDER for task in SplitStore(data_dir / "train.h5").tasks)
+    return t.epochs * max(1, n // t.batch_size)
+
+
+def common_overrides(config: str, *, steps: int, sets: list[str]) -> list[str]:
+    """Overrides every variant shares: the preset's recipe, the step budget, then the user's --set.
+    train.epochs is raised to `steps` (an epoch has at least one step) so that the step cap, not the
+    size of a variant's data, ends every run: the same budget for all."""
+    check_sets(sets)
+    recipe = RECIPES.get(config, {}).get("overrides", [])
+    return [*recipe, f"train.max_steps={steps}", f"train.epochs={steps}", *sets]
+
+
+def resolve(variant: Variant, *, config: str, common: list[str]) -> RunConfig:
+    """The resolved run config of a variant."""
+    return load_run_config(config, [*common, *variant.overrides()])
+
+
+def steps_for(budget: float, base: int) -> int:
+    if not budget > 0 or math.isinf(budget):
+        raise GPVError(f"--budget {budget}: need a positive number")
+    return max(1, round(budget * base))
+
+
+def flat(data: dict, prefix: str = "") -> dict:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}."""
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_diff(a: RunConfig, b: RunConfig) -> list[str]:
+    """The dotted config fields whose values differ between two run configs."""
+    fa, fb = flat(to_dict(a)), flat(to_dict(b))
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))

@@ -1,0 +1,88 @@
+"""`gpv ablate`: the paper's Tables 1-3 and Fig. 1 (task combinations, relevance conditioning, heads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gpvcli.cli.common import console, print_table
+
+
+def ablate_command(
+    study: str = typer.Option("tasks", "--study", help="tasks (Table 1, Fig. 1), relevance (Table 2), "
+                              "heads (Table 3) or all."),
+    tasks: str | None = typer.Option(None, "--tasks", help="Run only this Table 1 row, e.g. vqa,cap,loc."),
+    variant: str | None = typer.Option(None, "--variant", help="Run one variant by name (a line of --plan)."),
+    config: str = typer.Option("tiny", "--config", help="Preset name or YAML file, for every variant."),
+    data: Path | None = typer.Option(None, "--data", help="Prepared data folder; default $GPV_HOME/prepared/sce "
+                                     "(prepared on first use)."),
+    out: Path = typer.Option(Path("runs/ablate"), "--out", help="Ablation folder (one folder per variant)."),
+    budget: float = typer.Option(1.0, "--budget", help="Multiplies the default step budget of every variant "
+                                 "(tiny: 300 steps of 16 samples; other presets: their full schedule)."),
+    seeds: int = typer.Option(1, "--seeds", help="Repeat each variant with seeds 0..N-1 (mean ± std)."),
+    set_: list[str] = typer.Option([], "--set", help="Config override section.key=value for every variant "
+                                   "(repeatable)."),
+    eval_samples: int = typer.Option(300, "--eval-samples", help="Test samples scored per task, the same first "
+                                     "ones for every variant (0 = all)."),
+    plan: bool = typer.Option(False, "--plan", help="Print and save one command per variant; run nothing."),
+    launcher: str | None = typer.Option(None, "--launcher", help="With --plan: prefix of each command, e.g. "
+                                        "\"torchrun --nproc_per_node=8\" (runs `-m gpvcli ablate ...`)."),
+    collect: bool = typer.Option(False, "--collect", help="Only build the tables from finished variants."),
+) -> None:
+    """Train and evaluate each variant once (resuming unfinished ones), then print and save the tables.
+
+    Examples: gpv ablate | gpv ablate --tasks vqa,cap,loc | gpv ablate --study all --seeds 2 |
+    gpv ablate --study all --plan --launcher "torchrun --nproc_per_node=8" | gpv ablate --collect --study all
+    """
+    from gpvcli import ablate
+    from gpvcli.ablate.variants import select_studies
+    from gpvcli.errors import GPVError
+
+    if plan + collect + (variant is not None) > 1:
+        raise GPVError("--plan, --collect and --variant exclude each other")
+    if plan:
+        result = ablate.plan(study=study, tasks=tasks, config=config, data_dir=data, out=out, budget=budget,
+                             seeds=seeds, sets=set_, eval_samples=eval_samples, launcher=launcher)
+        for command in result["commands"]:
+            typer.echo(command)
+        console.print(f"{len(result['commands'])} commands saved to {result['script']} and {result['text']}; "
+                      f"afterwards: {result['collect']}", highlight=False)
+        return
+    if collect:
+        report = ablate.collect(out, studies=select_studies(study), seeds=seeds)
+    else:
+        report = ablate.run_ablation(study=study, tasks=tasks, variant=variant, config=config, data_dir=data,
+                                     out=out, budget=budget, seeds=seeds, sets=set_, eval_samples=eval_samples,
+                                     log=lambda message: console.print(f"[bold]{message}[/]", highlight=False))
+        if variant is not None:
+            result = report["results"][variant]
+            if result is not None:
+                console.print(f"{variant}: finished ({result['steps']} steps); "
+                              f"`gpv ablate --collect --out {out}` builds the tables", highlight=False)
+            return
+    show(report)
+
+
+def show(report: dict) -> None:
+    """Print a collected report: tables, Fig. 1 gains, findings, pending variants, files."""
+    from gpvcli.ablate import findings, tables
+
+    for table in report["tables"].values():
+        header, rows = tables.cell_texts(table, "rich")
+        print_table(table["title"], header, rows, first_column="Model")
+    if report["figure1"] is not None:
+        print_table("Fig. 1. Relative gain (%) of multitask over single task",
+                    [name for _, name in findings.FIG1_COLUMNS],
+                    [[name, *("n/a" if report["figure1"][t][g] is None else f"{report['figure1'][t][g]:.2f}"
+                              for g, _ in findings.FIG1_COLUMNS)] for t, name in findings.FIG1_ROWS],
+                    first_column="Task")
+    if report["findings"]:
+        colour = {"agrees": "green", "disagrees": "red", "pending": "dim"}
+        print_table("The paper's findings on this run", ["Paper", "This run", "Verdict"],
+                    [[f["claim"], f["paper"], f["ours"],
+                      f"[{colour[f['verdict'].split()[0]]}]{f['verdict']}[/]"] for f in report["findings"]],
+                    first_column="Claim")
+    if report["pending"]:
+        console.print(f"pending: {', '.join(report['pending'])}", highlight=False)
+    console.print(f"saved: {', '.join(report['files'])}", highlight=False)
