@@ -24,36 +24,18 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
-_PLANNED = {
-}
-
-
-def _planned(name: str, summary: str) -> None:
-    @app.command(name, help=f"{summary} (not built yet)",
-                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _command(ctx: typer.Context) -> None:
-        raise GPVError(f"`gpv {name}` is not built yet in this version", hint="see README.md for what works")
-
-
 def _register() -> None:
-    from gpvcli.cli import ablate, evaluate, predict, prepare, quickstart, report, synth, train
+    from gpvcli.cli import ablate, evaluate, info, predict, prepare, quickstart, report, synth, train
 
+    app.command("quickstart")(quickstart.quickstart_command)
     app.command("synth")(synth.synth_command)
     app.command("prepare")(prepare.prepare_command)
     app.command("train")(train.train_command)
     app.command("evaluate")(evaluate.evaluate_command)
     app.command("predict")(predict.predict_command)
-    app.command("quickstart")(quickstart.quickstart_command)
-    app.command("report")(report.report_command)
     app.command("ablate")(ablate.ablate_command)
-    try:
-        from gpvcli.cli import info
-
-        app.command("info")(info.info_command)
-    except ImportError:
-        _planned("info", "parameters and FLOPs of a model preset")
-    for name, summary in _PLANNED.items():
-        _planned(name, summary)
+    app.command("report")(report.report_command)
+    app.command("info")(info.info_command)
 
 
 _register()
