@@ -164,3 +164,22 @@ def test_save_load_and_stage0_checkpoint(tmp_path):
 
     with pytest.raises(GPVError, match="no saved visual encoder"):
         load_visual(tmp_path)
+
+
+def test_group_norm_behaves_alike_in_training_and_evaluation():
+    torch.manual_seed(0)
+    enc = build_visual(tiny(group_norm=4, dropout=0.0))
+    norms = [m for m in _backbone(enc).modules() if isinstance(m, (nn.GroupNorm, nn.BatchNorm2d,
+                                                                   DetrFrozenBatchNorm2d))]
+    assert norms and all(isinstance(m, nn.GroupNorm) and m.num_groups == 4 for m in norms)
+    assert all(p.requires_grad for m in norms for p in m.parameters())
+    images = torch.randn(3, 3, 64, 64)
+    train_out = enc.train()(images)["boxes"]
+    eval_out = enc.eval()(images)["boxes"]
+    torch.testing.assert_close(train_out, eval_out)
+
+
+def test_backbone_stage_picks_the_feature_map():
+    enc = build_visual(tiny(backbone_stage=3)).eval()
+    fmap = _backbone(enc)(torch.randn(1, 3, 64, 64)).feature_maps[-1]
+    assert fmap.shape == (1, 16, 4, 4) and enc.roi_dim == 16       # stride 16, the third stage's channels
