@@ -154,3 +154,12 @@ def load_yaml(name_or_path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise GPVError(f"config {name_or_path} must be a mapping of sections")
     return data
+
+
+def load_with_overrides(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Plain data of a preset or YAML file with `section.key=value` overrides applied (each override must
+    name its section)."""
+    for text in overrides:
+        if len(parse_override(text)[0]) < 2:
+            raise GPVError(f"override {text!r} names no section", hint="write e.g. train.lr=3e-4 or model.hidden=64")
+    return merge_overrides(load_yaml(name_or_path), list(overrides))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from gpvcli.config import from_dict, load_yaml, merge_overrides, parse_override
+from gpvcli.config import from_dict, load_with_overrides
 from gpvcli.data.prompts import TEXT_TASKS
 from gpvcli.errors import GPVError
 from gpvcli.model.visual import VisualConfig
@@ -126,11 +126,7 @@ def load_model_config(name_or_path: str | Path, overrides: list[str] | tuple[str
 
     Overrides of other sections are applied to them and ignored here.
     """
-    for text in overrides:
-        if len(parse_override(text)[0]) < 2:
-            raise GPVError(f"override {text!r} names no section", hint="write e.g. model.hidden=64")
-    data = merge_overrides(load_yaml(name_or_path), list(overrides))
-    model = data.get("model")
+    model = load_with_overrides(name_or_path, overrides).get("model")
     if not isinstance(model, dict):
         raise GPVError(f"config {name_or_path} has no model: section")
     return from_dict(ModelConfig, model, "model")

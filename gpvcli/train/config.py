@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from gpvcli.config import from_dict, load_yaml, merge_overrides, parse_override, to_dict
+from gpvcli.config import from_dict, load_with_overrides
 from gpvcli.data.prompts import TASKS
 from gpvcli.errors import GPVError
 from gpvcli.model.config import ModelConfig
@@ -115,12 +115,4 @@ class RunConfig:
 
 def load_run_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """A preset (or YAML file) with `section.key=value` overrides, checked strictly."""
-    for text in overrides:
-        if len(parse_override(text)[0]) < 2:
-            raise GPVError(f"override {text!r} names no section", hint="write e.g. train.lr=3e-4")
-    data = merge_overrides(load_yaml(name_or_path), list(overrides))
-    return from_dict(RunConfig, data)
-
-
-def run_config_dict(cfg: RunConfig) -> dict:
-    return to_dict(cfg)
+    return from_dict(RunConfig, load_with_overrides(name_or_path, overrides))
