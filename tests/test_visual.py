@@ -183,3 +183,9 @@ def test_backbone_stage_picks_the_feature_map():
     enc = build_visual(tiny(backbone_stage=3)).eval()
     fmap = _backbone(enc)(torch.randn(1, 3, 64, 64)).feature_maps[-1]
     assert fmap.shape == (1, 16, 4, 4) and enc.roi_dim == 16       # stride 16, the third stage's channels
+
+
+def test_object_queries_start_from_a_unit_normal():
+    torch.manual_seed(0)
+    weight = build_visual(tiny(num_queries=64)).detr.query_position_embeddings.weight
+    assert 0.8 < weight.std() < 1.2                 # N(0, 1) as the original DETR, not transformers' N(0, 0.02)

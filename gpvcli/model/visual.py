@@ -162,6 +162,10 @@ class VisualEncoder(nn.Module):
         self.roi_size = roi_size
         self.roi_sampling_ratio = roi_sampling_ratio
         self.load_report: dict[str, list[str]] | None = None  # set by build_visual when weights are loaded
+        # transformers draws the object queries from N(0, 0.02): every query then starts (and, trained from
+        # scratch, stays) nearly identical, so without dropout's noise all boxes collapse onto one.
+        # The original DETR draws them from N(0, 1).
+        nn.init.normal_(self.detr.query_position_embeddings.weight)
         self.set_trainable(True)
 
     @property
