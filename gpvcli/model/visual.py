@@ -32,8 +32,6 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import DetrConfig, DetrForObjectDetection, DetrModel, ResNetConfig
-from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d, DetrMLPPredictionHead
 
 from gpvcli.boxes import cxcywh_to_xyxy
 from gpvcli.config import from_dict, to_dict
@@ -113,6 +111,8 @@ class VisualConfig:
 def _to_trainable_norm(module: nn.Module, groups: int) -> None:
     """Replace every DetrFrozenBatchNorm2d below `module` by a trainable nn.BatchNorm2d with the same
     statistics (groups == 0) or by an nn.GroupNorm with min(groups, channels) groups and the same affine."""
+    from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d
+
     for name, child in module.named_children():
         if isinstance(child, DetrFrozenBatchNorm2d):
             channels = child.weight.numel()
@@ -145,6 +145,10 @@ class VisualEncoder(nn.Module):
                  frozen_batchnorm: bool, group_norm: int, freeze_stem_and_first_stage: bool, roi_size: int,
                  roi_sampling_ratio: int):
         super().__init__()
+        # transformers is imported here, not at module level: reading a config stays fast (CLI errors)
+        from transformers import DetrConfig, DetrModel, ResNetConfig
+        from transformers.models.detr.modeling_detr import DetrMLPPredictionHead
+
         backbone = ResNetConfig(
             layer_type=backbone_layer_type, depths=list(backbone_depths), hidden_sizes=list(backbone_hidden_sizes),
             embedding_size=backbone_embedding_size, out_features=[f"stage{backbone_stage}"])
@@ -241,6 +245,8 @@ def _module_kwargs(cfg: VisualConfig) -> dict:
 def _read_hf_detr(source: str) -> dict[str, Tensor]:
     """Tensors of a transformers DETR checkpoint, renamed to our parameter names."""
     try:
+        from transformers import DetrForObjectDetection
+
         model, info = DetrForObjectDetection.from_pretrained(source, output_loading_info=True)
     except (OSError, ValueError, ImportError) as e:
         raise GPVError(f"cannot read DETR checkpoint {source!r}: {e}",
