@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from gpvcli.ablate import findings, study, tables
 from gpvcli.ablate.variants import (
     ALL,
+    RECIPES,
     STUDIES,
     STUDY_CHANGES,
     Variant,
@@ -111,7 +112,7 @@ def test_variants_differ_only_in_what_their_study_changes():
 
 
 def test_default_step_budget(tiny_world, tmp_path):
-    assert default_steps("tiny", tiny_world["data"], []) == 300
+    assert default_steps("tiny", tiny_world["data"], []) == RECIPES["tiny"]["steps"] == 600
     preset = tmp_path / "small.yaml"       # a preset without a recipe: its full four-task schedule
     preset.write_text(yaml.safe_dump({"model": load_yaml("tiny")["model"], "train": {"epochs": 2, "batch_size": 50}}))
     n = sum(tiny_world["stats"]["rows"][t]["Train"] for t in ALL.tasks)

@@ -25,13 +25,12 @@ STUDY_NAMES = ("tasks", "relevance", "heads")
 # Training recipe per preset for the ablation (applied before --set), and the default step budget of one
 # variant. tiny: the synthetic study on 2 CPU cores (the preset has no pretrained detector, so the visual
 # encoder trains from the start). Presets without a recipe keep their own training settings; their default
-# budget is the full schedule (train.epochs) of the four-task model. Measured on the default synthetic world
-# (2 shared CPU cores): about 0.1 CPU-second per training sample, so 300 steps of 16 samples take ~5-6 min
-# per variant on 2 idle cores, and the 10 variants of --study all with evaluation about an hour.
+# budget is the full schedule (train.epochs) of the four-task model.
 RECIPES = {
-    "tiny": {"steps": 300,
-             "overrides": ["train.batch_size=16", "train.precision=fp32", "train.frozen_visual_epochs=0",
-                           "train.val_samples=100", "train.save_every=50", "train.lr=3e-4"]},
+    # 600 steps of 32 samples: about 5 minutes a variant on 2 CPU cores (0.44-0.56 s a step measured
+    # with benchmarks/bench_train.py and a 600-step run), so the 10 distinct variants of --study all,
+    # with their evaluation, fit in about an hour.
+    "tiny": {"steps": 600, "overrides": ["train.val_samples=100", "train.save_every=100"]},
 }
 # Config fields a variant sets; --set must leave them alone.
 VARIANT_FIELDS = ("train.tasks", "model.relevance_conditioning", "model.heads", "train.seed")
