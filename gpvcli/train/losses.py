@@ -199,6 +199,6 @@ def check_finite(terms: Mapping[str, Tensor], *, step: int | None = None) -> Non
         if not ok:
             where = f" at step {step}" if step is not None else ""
             raise GPVError(
-                f"{name} is {float(terms[name])}{where}",
+                f"{name} is {float(terms[name].detach())}{where}",
                 hint="lower the learning rate, or check the data and the last checkpoint",
             )
