@@ -26,8 +26,8 @@ def evaluate_command(
 
     Example: gpv evaluate runs/tiny --split test
     """
-    from gpvcli.cli.common import print_table
-    from gpvcli.eval.evaluate import evaluate, table1_row
+    from gpvcli.cli.common import print_results, print_table
+    from gpvcli.eval.evaluate import evaluate
 
     result = evaluate(run, split=split, data_dir=data, out_dir=out, batch_size=batch_size, beam_size=beam,
                       cls_mask=cls_mask, limit=limit, tasks=tasks.split(",") if tasks else None,
@@ -35,9 +35,7 @@ def evaluate_command(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    header, cells = table1_row(result["tasks"])
-    print_table(f"{split} ({result['protocol']['dataset']}; seed Table 1 layout)", header, [[run.name, *cells]],
-                first_column="Model")
+    print_results(f"{split} split ({result['protocol']['dataset']})", run.name, result["tasks"])
     groups = [[task, *("-" if v is None else f"{v:.3f}" for v in row["groups"].values())]
               for task, row in result["tasks"].items()]
     print_table("Per category group (mean over categories; seed Fig. 1)", list(next(iter(

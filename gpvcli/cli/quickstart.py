@@ -17,13 +17,11 @@ def quickstart_command(
 
     Example: gpv quickstart --budget 0.5
     """
-    from gpvcli.cli.common import print_table
-    from gpvcli.eval.evaluate import table1_row
+    from gpvcli.cli.common import print_results
     from gpvcli.quickstart import quickstart
 
     result = quickstart(runs=runs, budget=budget)
-    header, cells = table1_row(result["metrics"]["tasks"])
-    print_table("tiny GPV on the synthetic COCO-SCE test split", header, [["tiny", *cells]], first_column="Model")
+    print_results("COCO-SCE test split of the synthetic world", "tiny GPV", result["metrics"]["tasks"])
     for ex in result["examples"]:
         console.print(f"{ex['query']!r} -> [green]{ex['text'] or '(empty)'}[/]")
     console.print(f"picture: {result['picture']}\nnext: gpv predict IMAGE \"Locate dog.\" --run {result['gpv']}")

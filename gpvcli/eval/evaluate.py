@@ -135,14 +135,20 @@ def write_outputs(out: Path, store: SplitStore, preds: list[dict], scores: dict[
     io.write_json(out / "captions_results.json", captions, indent=None)
     io.write_json(out / "detections.json", detections, indent=None)
     io.write_json(out / "vqa_results.json", vqa, indent=None)
-    with io.atomic_path(out / "boxes.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, index=np.array([p["index"] for p in preds]),
-                                boxes=np.stack(all_boxes) if all_boxes else np.zeros((0, 0, 4)),
-                                relevance=np.stack(all_rel) if all_rel else np.zeros((0, 0)))
+    with io.atomic_path(out / "boxes.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, index=np.array([p["index"] for p in preds]),
+                            boxes=np.stack(all_boxes) if all_boxes else np.zeros((0, 0, 4)),
+                            relevance=np.stack(all_rel) if all_rel else np.zeros((0, 0)))
 
 
 TABLE_COLUMNS = [("vqa", "VQA"), ("cap", "Captioning"), ("loc", "Localization"), ("cls", "Classification")]
+
+
+def format_metric(task: str, value: float | None) -> str:
+    """CIDEr-D as is (3 decimals), the other metrics in percent (1 decimal), "-" for none."""
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if task == "cap" else f"{100 * value:.1f}"
 
 
 def table1_row(tasks: dict) -> tuple[list[str], list[str]]:
@@ -150,10 +156,7 @@ def table1_row(tasks: dict) -> tuple[list[str], list[str]]:
     header, cells = [], []
     for task, name in TABLE_COLUMNS:
         row = tasks.get(task)
-        scale = 1.0 if task == "cap" else 100.0
         for col in ("all", "seen", "unseen"):
             header.append(f"{name} {'Test' if col == 'all' else col.capitalize()}")
-            value = None if row is None else row[col]
-            cells.append("-" if value is None else (f"{value * scale:.3f}" if task == "cap" else
-                                                     f"{value * scale:.1f}"))
+            cells.append(format_metric(task, None if row is None else row[col]))
     return header, cells
