@@ -19,7 +19,7 @@ def ablate_command(
                                      "(prepared on first use)."),
     out: Path = typer.Option(Path("runs/ablate"), "--out", help="Ablation folder (one folder per variant)."),
     budget: float = typer.Option(1.0, "--budget", help="Multiplies the default step budget of every variant "
-                                 "(tiny: 300 steps of 16 samples; other presets: their full schedule)."),
+                                 "(tiny: 600 steps of 32 samples; other presets: their full schedule)."),
     seeds: int = typer.Option(1, "--seeds", help="Repeat each variant with seeds 0..N-1 (mean ± std)."),
     set_: list[str] = typer.Option([], "--set", help="Config override section.key=value for every variant "
                                    "(repeatable)."),
