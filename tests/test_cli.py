@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import FAST_TRAIN
 from typer.testing import CliRunner
 
-from conftest import FAST_TRAIN
 from gpvcli.cli.app import app
 from gpvcli.data.store import SplitStore
 
@@ -17,7 +17,7 @@ COMMANDS = ("synth", "prepare", "train", "evaluate", "predict", "ablate", "repor
 
 
 def gpv(*args, env=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "gpvcli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "gpvcli", *map(str, args)], capture_output=True, text=True, check=False,
                           env={**os.environ, **(env or {})}, cwd=cwd, timeout=900)
 
 

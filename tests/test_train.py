@@ -1,6 +1,7 @@
 """The training loop: run folder, schedule, resume after a kill, frozen visual stage, detector stage, DDP."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -138,7 +139,7 @@ def test_accumulation_and_bf16_autocast_run(tiny_world, tmp_path):
                        show_progress=False)
         assert result["steps"] == 2
         losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
-        assert len(losses) == 2 and all(v == v and v > 0 for v in losses)        # finite, logged per step
+        assert len(losses) == 2 and all(math.isfinite(v) and v > 0 for v in losses)    # logged per step
 
 
 def test_non_finite_loss_stops_the_run(tiny_world, tmp_path, monkeypatch):

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
@@ -62,7 +69,7 @@ def resolve_config(run_dir: Path, *, config: str, overrides: list[str], resume: 
 
 def lr_lambda(total_steps: int, warmup: float):
     """Linear warm-up over `warmup` of the steps, then linear decay to 0."""
-    warm = max(1, int(round(warmup * total_steps)))
+    warm = max(1, round(warmup * total_steps))
 
     def f(step: int) -> float:
         if step < warm:
