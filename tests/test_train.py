@@ -10,10 +10,13 @@ import time
 
 import pytest
 import torch
+import yaml
 from conftest import FAST_TRAIN
 from safetensors.torch import load_file
 
+from gpvcli.config import from_dict
 from gpvcli.errors import GPVError
+from gpvcli.model.visual import VisualConfig, build_visual
 from gpvcli.train.loop import lr_lambda, train
 
 
@@ -111,6 +114,38 @@ def test_detector_stage_feeds_gpv(tiny_world, tmp_path):
     backbone = [k for k in detector if "backbone" in k and "weight" in k]
     assert backbone and all(torch.equal(detector[k], model["visual." + k]) for k in backbone)
 
+
+def test_crop_classifier_stage_feeds_the_detector(tiny_world, tmp_path):
+    """The backbone warm-up learns only the CNN (and its head), validates crop accuracy, resumes exactly,
+    and its last/ is a visual checkpoint whose backbone the detector starts from."""
+    from gpvcli.data.store import SplitStore
+    from gpvcli.train.loop import CropDataset
+
+    store = SplitStore(tiny_world["data"] / "train.h5")
+    crops = CropDataset(store, {c: c for c in set(store.category_id.tolist())}, (96, 128))
+    assert len(crops) == store.tasks.count("cls") > 0
+    assert crops[0]["image"].shape == (3, 96, 128)
+
+    cls = tmp_path / "cls"
+    overrides = FAST_TRAIN + ["train.stage=classifier", "train.max_steps=2"]
+    train(cls, data_dir=tiny_world["data"], overrides=overrides, show_progress=False)
+    record = next(json.loads(x) for x in (cls / "metrics.jsonl").read_text().splitlines() if "validation" in x)
+    assert 0.0 <= record["validation"]["tasks"]["crop_acc"] <= 1.0
+    warm = load_file(cls / "last" / "visual.safetensors")
+    torch.manual_seed(0)                                                         # the run's seed
+    init = build_visual(from_dict(VisualConfig, yaml.safe_load((cls / "last" / "visual_config.yaml").read_text())))
+    own = init.state_dict()
+    backbone = [k for k in warm if ".backbone." in k and warm[k].is_floating_point()]
+    transformer = [k for k in warm if k.startswith("detr.encoder.")]
+    assert any(not torch.equal(warm[k], own[k]) for k in backbone)             # the CNN trained
+    assert transformer and all(torch.equal(warm[k], own[k]) for k in transformer)  # DETR untouched (same seed)
+
+    det = tmp_path / "det"
+    train(det, data_dir=tiny_world["data"], show_progress=False,
+          overrides=FAST_TRAIN + ["train.stage=detector", "train.max_steps=1", "train.lr=0", "train.backbone_lr=0",
+                                  f"model.visual.pretrained={cls / 'last'}"])
+    detector = load_file(det / "last" / "visual.safetensors")
+    assert all(torch.equal(warm[k], detector[k]) for k in backbone)
 
 @pytest.mark.slow
 def test_ddp_two_processes_match_one(tiny_world, tmp_path):

@@ -204,6 +204,13 @@ class VisualEncoder(nn.Module):
         backbone = {id(p) for p in self.detr.backbone.parameters()}
         return [p for p in self.parameters() if id(p) not in backbone]
 
+    def backbone_map(self, images: Tensor, pixel_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The CNN's map that DETR and RoI pooling read: (B, C, Hf, Wf) and its mask (B, Hf, Wf) bool."""
+        b, _, h, w = images.shape
+        if pixel_mask is None:
+            pixel_mask = torch.ones((b, h, w), dtype=torch.long, device=images.device)
+        return self.detr.backbone(images, pixel_mask)[-1]
+
     def forward(self, images: Tensor, pixel_mask: Tensor | None = None) -> dict[str, Tensor]:
         """Run DETR and pool each predicted box.
 
@@ -215,10 +222,8 @@ class VisualEncoder(nn.Module):
             "roi": (B, Q, C) RoI-Align (roi_size x roi_size, bilinear) of each box on the last backbone
                 map, averaged over the grid; not normalized.
         """
-        b, _, h, w = images.shape
-        if pixel_mask is None:
-            pixel_mask = torch.ones((b, h, w), dtype=torch.long, device=images.device)
-        fmap, mask = self.detr.backbone(images, pixel_mask)[-1]  # (B, C, Hf, Wf), (B, Hf, Wf) bool
+        b = images.shape[0]
+        fmap, mask = self.backbone_map(images, pixel_mask)
         pos = self.detr.position_embedding(shape=fmap.shape, device=fmap.device, dtype=fmap.dtype, mask=mask)
         pos = pos.flatten(2).transpose(1, 2)  # (B, d_model, Hf, Wf) -> (B, Hf*Wf, d_model)
         tokens = self.detr.input_projection(fmap).flatten(2).transpose(1, 2)  # (B, Hf*Wf, d_model)

@@ -31,8 +31,9 @@ def _box_weights() -> dict:
 class TrainConfig:
     """How to train (DESIGN.md section 3; defaults = the paper's recipe).
 
-    stage ("gpv" | "detector", "gpv"): train GPV, or pretrain the visual encoder alone as an
-        80-class DETR detector (stage 0; COCO-SCE drops H_cls,loc boxes).
+    stage ("gpv" | "detector" | "classifier", "gpv"): train GPV; or pretrain the visual encoder alone
+        as an 80-class DETR detector (stage 0; COCO-SCE drops H_cls,loc boxes); or warm up its CNN
+        backbone as an 80-way classifier of the train cls crops (before the detector, from scratch).
     tasks (list[str], [vqa, cap, loc, cls]): the tasks trained (refexp may be added).
     epochs (int, 40): passes over the training samples.
     batch_size (int, 120): global batch (over all processes and accumulation steps).
@@ -64,7 +65,7 @@ class TrainConfig:
     device (str, "auto"): "auto" (CUDA when present), "cpu" or "cuda".
     """
 
-    stage: Literal["gpv", "detector"] = "gpv"
+    stage: Literal["gpv", "detector", "classifier"] = "gpv"
     tasks: list[str] = field(default_factory=_tasks)
     epochs: int = 40
     batch_size: int = 120
