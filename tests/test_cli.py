@@ -43,7 +43,7 @@ def test_help_lists_every_command_with_an_example():
 def test_bad_input_is_one_line(args, message, tmp_path):
     args = [str(tmp_path / "run") if a == "RUN" else a for a in args]
     result = gpv(*args, env={"GPV_HOME": str(tmp_path / "home")}, cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2                # bad usage or input (1: a run that fails on good input)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr

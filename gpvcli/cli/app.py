@@ -1,19 +1,22 @@
 """The `gpv` command: a thin Typer layer over plain functions.
 
-Each command lives in its own module and calls one core function. Every failure a
-user can cause is a GPVError, printed here as one line with a non-zero exit code;
-GPV_DEBUG=1 shows the traceback instead.
+Each command lives in its own module and calls one core function. Every failure is
+printed here as one `error:` line: a GPVError (bad usage or input) exits with code 2,
+a GPVRuntimeError or any unexpected exception with code 1. GPV_DEBUG=1 shows the
+traceback instead.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import sys
+from collections.abc import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from gpvcli.errors import GPVError
+from gpvcli.errors import GPVError, brief
 
 app = typer.Typer(
     name="gpv",
@@ -24,34 +27,46 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
+
+def one_line_errors(command: Callable) -> Callable:
+    """`command` with its failures printed as one `error:` line on stderr and ended with the exit code of
+    their kind (see the module docstring), so that `typer.testing.CliRunner` sees what a user sees."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as e:
+            if os.environ.get("GPV_DEBUG") == "1":
+                raise
+            if isinstance(e, GPVError):
+                text, code = str(e), e.exit_code
+            else:
+                text, code = f"unexpected {brief(e)} (rerun with GPV_DEBUG=1 for the traceback)", 1
+            text = escape(" ".join(text.split()))             # one line, brackets shown as they are
+            err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
+    return run
+
+
 def _register() -> None:
     from gpvcli.cli import ablate, evaluate, info, predict, prepare, quickstart, report, synth, train
 
-    app.command("quickstart")(quickstart.quickstart_command)
-    app.command("synth")(synth.synth_command)
-    app.command("prepare")(prepare.prepare_command)
-    app.command("train")(train.train_command)
-    app.command("evaluate")(evaluate.evaluate_command)
-    app.command("predict")(predict.predict_command)
-    app.command("ablate")(ablate.ablate_command)
-    app.command("report")(report.report_command)
-    app.command("info")(info.info_command)
+    app.command("quickstart")(one_line_errors(quickstart.quickstart_command))
+    app.command("synth")(one_line_errors(synth.synth_command))
+    app.command("prepare")(one_line_errors(prepare.prepare_command))
+    app.command("train")(one_line_errors(train.train_command))
+    app.command("evaluate")(one_line_errors(evaluate.evaluate_command))
+    app.command("predict")(one_line_errors(predict.predict_command))
+    app.command("ablate")(one_line_errors(ablate.ablate_command))
+    app.command("report")(one_line_errors(report.report_command))
+    app.command("info")(one_line_errors(info.info_command))
 
 
 _register()
 
 
 def main() -> None:
-    try:
-        app()
-    except GPVError as e:
-        if os.environ.get("GPV_DEBUG") == "1":
-            raise
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except Exception as e:
-        if os.environ.get("GPV_DEBUG") == "1":
-            raise
-        err_console.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {e} "
-                          "(rerun with GPV_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
-        sys.exit(1)
+    app()

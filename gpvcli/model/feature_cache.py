@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from gpvcli.config import to_dict
-from gpvcli.errors import GPVError
+from gpvcli.errors import GPVError, GPVRuntimeError
 from gpvcli.io import atomic_path
 
 DTYPES = {"boxes": np.float32, "states": np.float16, "roi": np.float16, "objectness": np.float32}
@@ -48,8 +48,8 @@ def _append(f: h5py.File, outputs: dict[str, Tensor]) -> None:
     for name, dtype in DTYPES.items():
         values = outputs[name].detach().float().cpu()
         if dtype == np.float16 and values.abs().max() > _FP16_MAX:
-            raise GPVError(f"visual {name} exceed the float16 range and cannot be cached",
-                           hint="train the visual encoder with frozen features off")
+            raise GPVRuntimeError(f"visual {name} exceed the float16 range and cannot be cached",
+                                  hint="train the visual encoder with frozen features off")
         values = values.numpy().astype(dtype)
         if name not in f:
             f.create_dataset(name, data=values, maxshape=(None, *values.shape[1:]), chunks=(1, *values.shape[1:]))

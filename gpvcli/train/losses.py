@@ -16,7 +16,7 @@ from torch import Tensor
 from gpvcli.boxes import cxcywh_to_xyxy, generalized_box_iou
 from gpvcli.data.prompts import BOX_TASKS, TASKS, TEXT_TASKS
 from gpvcli.data.vocab import PAD
-from gpvcli.errors import GPVError
+from gpvcli.errors import GPVError, GPVRuntimeError
 from gpvcli.train.matcher import hungarian_match
 
 DEFAULT_TASK_WEIGHTS = {"vqa": 1.0, "cap": 0.05, "cls": 1.0}
@@ -190,7 +190,7 @@ class GPVCriterion:
 
 
 def check_finite(terms: Mapping[str, Tensor], *, step: int | None = None) -> None:
-    """Raise GPVError naming the first non-finite term: "loss_cap is nan at step 12"."""
+    """Raise GPVRuntimeError naming the first non-finite term: "loss_cap is nan at step 12"."""
     names = list(terms)
     if not names:
         return
@@ -198,7 +198,7 @@ def check_finite(terms: Mapping[str, Tensor], *, step: int | None = None) -> Non
     for name, ok in zip(names, finite):
         if not ok:
             where = f" at step {step}" if step is not None else ""
-            raise GPVError(
+            raise GPVRuntimeError(
                 f"{name} is {float(terms[name].detach())}{where}",
                 hint="lower the learning rate, or check the data and the last checkpoint",
             )

@@ -13,7 +13,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from gpvcli.boxes import cxcywh_to_xyxy, generalized_box_iou
-from gpvcli.errors import GPVError
+from gpvcli.errors import GPVRuntimeError
 
 
 @torch.no_grad()
@@ -53,7 +53,7 @@ def hungarian_match(
         + cost_giou * -generalized_box_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(tgt_boxes))
     )  # (B*Q, N)
     if not torch.isfinite(cost).all():
-        raise GPVError(
+        raise GPVRuntimeError(
             "the box matching cost is not finite", hint="the model predicted nan/inf logits or boxes"
         )
     cost = cost.view(B, Q, -1).cpu()  # (B, Q, N)
