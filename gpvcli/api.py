@@ -24,6 +24,7 @@ from gpvcli.data.prompts import CAPTION_PROMPTS, CLASSIFICATION_PROMPTS, TASKS
 from gpvcli.errors import GPVError
 
 _LOCATE = re.compile(r"^\s*(locate|find)\b", re.IGNORECASE)
+MAX_QUERY_TOKENS = 64     # the query length the model is trained with (gpvcli.data.dataset.Collator)
 
 
 def infer_task(text: str) -> str:
@@ -63,14 +64,21 @@ class GPVPredictor:
         for t in texts:
             if not t or not t.strip():
                 raise GPVError("the task text is empty", hint='say what to do, e.g. "Locate dog."')
+        if top_k < 0 or beam_size < 1:
+            raise GPVError(f"top-k {top_k}, beam size {beam_size}: the top-k must be 0 or more and the beam size "
+                           "1 or more", hint="e.g. --top-k 5 --beam 1")
         tasks = tasks or [infer_task(t) for t in texts]
         for task in tasks:
             if task not in TASKS:
                 raise GPVError(f"unknown task {task!r}", hint=f"tasks: {', '.join(TASKS)}")
+        enc = self.tokenizer([t.strip() for t in texts], padding=True, truncation=True,
+                             max_length=MAX_QUERY_TOKENS + 1, return_tensors="pt")
+        if enc["input_ids"].shape[1] > MAX_QUERY_TOKENS:
+            long = texts[int(enc["attention_mask"].sum(1).argmax())].strip()
+            raise GPVError(f"the task text {long[:40]!r}... ({len(long):,} characters) is longer than the "
+                           f"{MAX_QUERY_TOKENS} tokens the model reads", hint="shorten it to a sentence or two")
         pil = [to_rgb(im) if isinstance(im, Image.Image) else load_image(im) for im in images]
         batch = torch.stack([to_tensor(im, tuple(self.cfg.visual.image_size)) for im in pil]).to(self.device)
-        enc = self.tokenizer([t.strip() for t in texts], padding=True, truncation=True, max_length=64,
-                             return_tensors="pt")
         out = self.model.generate(query_ids=enc["input_ids"].to(self.device),
                                   query_mask=enc["attention_mask"].to(self.device), task=tasks, images=batch,
                                   beam_size=beam_size)

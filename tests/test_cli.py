@@ -38,7 +38,7 @@ def test_help_lists_every_command_with_an_example():
     (["train", "--config", "nope", "--run", "RUN"], "unknown config 'nope'"),
     (["train", "--set", "train.lrr=1", "--run", "RUN"], "unknown config key train.lrr"),
     (["evaluate", "/nonexistent/run"], "no run or checkpoint"),
-    (["predict", "missing.jpg", "Locate dog.", "--checkpoint", "/nonexistent/ckpt"], "no run or checkpoint"),
+    (["predict", "missing.jpg", "Locate dog.", "--checkpoint", "/nonexistent/ckpt"], "image not found"),
 ])
 def test_bad_input_is_one_line(args, message, tmp_path):
     args = [str(tmp_path / "run") if a == "RUN" else a for a in args]

@@ -16,23 +16,36 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 def _pairs(image: Path, text: str | None) -> list[tuple[Path, str]]:
     """(image, text) pairs: one image, every image of a folder, or the lines of a JSONL file."""
     if image.suffix == ".jsonl":
+        if not image.is_file():
+            raise GPVError(f"JSONL file not found: {image}", hint="check the path")
+        try:
+            lines = image.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise GPVError(f"{image} is not UTF-8 text (byte {e.start}: {e.reason})", hint="save it as UTF-8")
         pairs = []
-        for n, line in enumerate(image.read_text().splitlines(), 1):
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                pairs.append(((image.parent / row["image"]).resolve() if not Path(row["image"]).is_absolute()
-                              else Path(row["image"]), row.get("text") or text or ""))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise GPVError(f"{image} line {n} is not a JSON object with an 'image' (and 'text') field")
+                path, query = Path(row["image"]), row.get("text") or text or ""
+                if not isinstance(query, str):
+                    raise TypeError(query)
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                raise GPVError(f"{image} line {n} is not a JSON object with an 'image' (and 'text') string",
+                               hint='write one {"image": "a.jpg", "text": "What is this?"} per line')
+            pairs.append((path if path.is_absolute() else (image.parent / path).resolve(), query))
+        if not pairs:
+            raise GPVError(f"{image} has no lines",
+                           hint='write one {"image": "a.jpg", "text": "What is this?"} per line')
         return pairs
     if text is None:
         raise GPVError("give the task text after the image", hint='e.g. gpv predict img.jpg "Locate dog."')
     if image.is_dir():
         files = sorted(p for p in image.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise GPVError(f"no images in {image}")
+            raise GPVError(f"no images in {image}",
+                           hint=f"give a folder of {', '.join(sorted(IMAGE_SUFFIXES))} files")
         return [(p, text) for p in files]
     return [(image, text)]
 
@@ -61,6 +74,9 @@ def predict_command(
     if run is not None and checkpoint is not None:
         raise GPVError("give --run or --checkpoint, not both")
     pairs = _pairs(image, text)
+    missing = next((p for p, _ in pairs if not p.is_file()), None)
+    if missing is not None:                      # before the model loads and before anything is drawn
+        raise GPVError(f"image not found: {missing}", hint="check the path")
     predictor = api.load(checkpoint or run)
     batch_mode = len(pairs) > 1 or image.is_dir() or image.suffix == ".jsonl"
     for start in range(0, len(pairs), 16):

@@ -1,7 +1,9 @@
 """Reading images the way users hand them over, and turning them into model input.
 
 `load_image` accepts JPEG/PNG (anything PIL reads), applies the EXIF orientation
-and converts grayscale, RGBA (composited on white), palette and CMYK images to RGB.
+and converts grayscale (8- or 16-bit), RGBA (composited on white), palette and CMYK
+images to RGB; an image of more than PIL's MAX_IMAGE_PIXELS * 2 pixels (a possible
+decompression bomb) is refused before it is decoded.
 `to_tensor` resizes to (H, W) without keeping the aspect ratio (as GPV-1 does)
 and normalizes with the ImageNet mean/std.
 """
@@ -23,6 +25,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def to_rgb(img: Image.Image) -> Image.Image:
     """EXIF-rotated RGB copy of any PIL image (alpha composited on white)."""
     img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):     # 16-bit grayscale: 0..65535 -> 0..255
+        img = Image.fromarray((np.asarray(img, np.float64) / 257).clip(0, 255).round().astype(np.uint8))
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA"):
@@ -34,11 +38,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def load_image(path: str | Path) -> Image.Image:
     path = Path(path)
     if not path.is_file():
-        raise GPVError(f"image not found: {path}")
+        raise GPVError(f"image not found: {path}", hint="check the path")
     try:
         with Image.open(path) as img:
             img.load()
             rgb = to_rgb(img)
+    except Image.DecompressionBombError as e:
+        raise GPVError(f"image {path} is too large to decode safely ({e})",
+                       hint="resize it, e.g. to 1280 pixels on its long side")
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise GPVError(f"cannot read image {path}: {e}", hint="give a JPEG or PNG file")
     if rgb.width < 1 or rgb.height < 1:
