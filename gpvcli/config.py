@@ -141,8 +141,13 @@ def load_yaml(name_or_path: str | Path) -> dict:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise GPVError(f"config file not found: {path}")
-        text = path.read_text()
+            raise GPVError(f"config file not found: {path}",
+                           hint=f"give a YAML file or a preset: {', '.join(preset_names())}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise GPVError(f"config {path} is not UTF-8 text (byte {e.start}: {e.reason})",
+                           hint="save it as UTF-8")
     else:
         if str(name_or_path) not in preset_names():
             raise GPVError(f"unknown config {name_or_path!r}", hint=f"presets: {', '.join(preset_names())}")
@@ -150,9 +155,10 @@ def load_yaml(name_or_path: str | Path) -> dict:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise GPVError(f"config {name_or_path} is not valid YAML ({e})")
+        raise GPVError(f"config {name_or_path} is not valid YAML ({e})", hint="fix the line it names")
     if not isinstance(data, dict):
-        raise GPVError(f"config {name_or_path} must be a mapping of sections")
+        raise GPVError(f"config {name_or_path} must be a mapping of sections",
+                       hint="e.g. model: {...} and train: {...}")
     return data
 
 
