@@ -211,9 +211,11 @@ def sce_image_split(image_ids: list[int], *, seed: int, split_file: Path | None 
     """train2014 image ids -> (train ids, val ids): seeded 80/20 of the sorted ids, or read from a file."""
     if split_file is not None:
         data = io.read_json(split_file, "image-split file")
-        if not isinstance(data, dict) or not {"train", "val"} <= set(data):
-            raise GPVError(f"{split_file} must be a JSON object with 'train' and 'val' lists of image ids")
-        return set(map(int, data["train"])), set(map(int, data["val"]))
+        lists = [data.get("train"), data.get("val")] if isinstance(data, dict) else [None]
+        if not all(isinstance(ids, list) and all(isinstance(i, int) for i in ids) for ids in lists):
+            raise GPVError(f"{split_file} must be a JSON object with 'train' and 'val' lists of image ids",
+                           hint='e.g. {"train": [9, 25], "val": [30]}')
+        return set(lists[0]), set(lists[1])
     ids = np.asarray(sorted(image_ids), np.int64)
     perm = np.random.default_rng(seed).permutation(len(ids))
     n_train = round(0.8 * len(ids))
