@@ -36,7 +36,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if (candidate / "model.safetensors").is_file():
             return candidate
     if not path.exists():
-        raise GPVError(f"no run or checkpoint at {path}")
+        raise GPVError(f"no run or checkpoint at {path}",
+                       hint="give a run folder written by `gpv train` or one of its best/ or last/ folders")
     raise GPVError(f"{path} holds no GPV checkpoint (model.safetensors)",
                    hint="give a run folder written by `gpv train` or one of its best/ or last/ folders")
 

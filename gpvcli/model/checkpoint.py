@@ -30,6 +30,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "model_config.yaml"
 VOCAB = "vocab.json"
 TOKENIZER = "tokenizer"
+AS_SAVED = "give a checkpoint folder as `gpv train` saved it (a run's best/ or last/)"
 
 
 def save_model(folder: str | Path, model: GPV, cfg: ModelConfig, vocab: Vocab, tokenizer) -> Path:
@@ -70,25 +71,25 @@ def load_model(folder: str | Path, device: str = "cpu") -> tuple[GPV, ModelConfi
     folder = Path(folder)
     for name in (WEIGHTS, CONFIG, VOCAB, TOKENIZER):
         if not (folder / name).exists():
-            raise GPVError(f"{folder} is not a model checkpoint: {name} is missing")
+            raise GPVError(f"{folder} is not a model checkpoint: {name} is missing", hint=AS_SAVED)
     try:
         data = yaml.safe_load((folder / CONFIG).read_text())
     except yaml.YAMLError as e:
-        raise GPVError(f"{folder / CONFIG} is not valid YAML ({e})")
+        raise GPVError(f"{folder / CONFIG} is not valid YAML ({e})", hint=AS_SAVED)
     cfg = from_dict(ModelConfig, data if isinstance(data, dict) else {}, "model")
     try:
         vocab = Vocab.load(folder / VOCAB)
     except (KeyError, TypeError, ValueError) as e:
-        raise GPVError(f"{folder / VOCAB} is not an answer vocabulary ({e})")
+        raise GPVError(f"{folder / VOCAB} is not an answer vocabulary ({e})", hint=AS_SAVED)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder / TOKENIZER))
     except (OSError, ValueError) as e:
-        raise GPVError(f"cannot read the tokenizer in {folder / TOKENIZER} ({e})")
+        raise GPVError(f"cannot read the tokenizer in {folder / TOKENIZER} ({e})", hint=AS_SAVED)
     model = build_model(without_pretrained(cfg), vocab)
     try:
         load_safetensors(model, str(folder / WEIGHTS), strict=True)
     except SafetensorError as e:
-        raise GPVError(f"{folder / WEIGHTS} is unreadable or corrupt ({e})")
+        raise GPVError(f"{folder / WEIGHTS} is unreadable or corrupt ({e})", hint=AS_SAVED)
     except RuntimeError:
         raise GPVError(f"the weights in {folder / WEIGHTS} do not fit {CONFIG} ({_mismatch(model, folder / WEIGHTS)})",
                        hint="the config or the weights were edited; use the folder as it was saved")
