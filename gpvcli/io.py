@@ -2,7 +2,9 @@
 
 Every file the toolkit writes goes to a temporary name in the same folder and is
 renamed into place when complete, so an interrupted command never leaves a
-half-written file behind.
+half-written file behind. A temporary is named `.NAME.HOST-PID.XXXXXXXX[.tmp]`; the
+first write of a process into a folder removes the temporaries there of processes
+of this host that no longer run (killed before they could clean up).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +22,51 @@ from typing import Any
 
 from gpvcli.errors import GPVError
 
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+_TEMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]*)-(?P<pid>\d+)\.[a-z0-9_]{8}(\.tmp)?$")
+_swept: set[Path] = set()
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{_HOST}-{os.getpid()}."
+
+
+def _running(pid: int) -> bool:
+    if os.name != "posix":
+        return True                      # no cheap check: never remove
+    try:
+        os.kill(pid, 0)                  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:              # it exists, as another user's
+        pass
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Remove the temporaries in `folder` left by killed processes of this host (once per folder and
+    process: later writes there skip the scan)."""
+    folder = folder.resolve()
+    if folder in _swept:
+        return
+    _swept.add(folder)
+    for entry in os.scandir(folder):
+        m = _TEMP.match(entry.name)
+        if m and m["host"] == _HOST and int(m["pid"]) != os.getpid() and not _running(int(m["pid"])):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -40,17 +82,17 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; it replaces `path` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_temporaries(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
     try:
         yield tmp
-        old = None
+        old = path.with_name(f".{path.name}.old")
+        if old.exists():                 # left by a process killed after its last complete replacement
+            shutil.rmtree(old)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
             os.replace(path, old)
         os.replace(tmp, path)
-        if old is not None:
+        if old.exists():
             shutil.rmtree(old)
     finally:
         if tmp.exists():
@@ -71,7 +113,7 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     """Load JSON or raise a GPVError naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
-        raise GPVError(f"{what} not found: {path}")
+        raise GPVError(f"{what} not found: {path}", hint="check the path")
     try:
         with open(path, "rb") as f:
             return json.load(f)
