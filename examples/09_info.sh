@@ -3,7 +3,7 @@
 # pass of a preset, beside the paper's GPV-1 figures. No data or training needed.
 #
 # Prints the tables of the tiny and gpv1 presets and writes $RUNS/info/gpv1_task_heads.json.
-# About 10 s a preset (the gpv1 model is measured without allocating its 232M parameters).
+# About 13 s a preset (the gpv1 model is measured without allocating its 232M parameters).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/settings.sh"
 
