@@ -77,10 +77,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def restore_interrupted(path: str | os.PathLike) -> Path:
+    """`path` as the last complete `atomic_dir` left it: a process killed between its two renames leaves
+    no `path`, only `.NAME.old` (the previous complete version), which is put back. Call before reading a
+    folder that `atomic_dir` replaces (checkpoints)."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if old.is_dir() and not path.exists():
+        os.replace(old, path)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; it replaces `path` on success."""
-    path = Path(path)
+    """Yield a temporary folder beside `path`; it replaces `path` on success (the old version moves to
+    `.NAME.old`, the new one in, then the old one is removed; see `restore_interrupted`)."""
+    path = restore_interrupted(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))

@@ -82,6 +82,10 @@ def test_resume_after_kill_matches_uninterrupted(tiny_world, tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+    def logged(r):
+        return [(x.get("step"), x.get("loss")) for x in map(json.loads, (r / "metrics.jsonl").read_text().splitlines())]
+    assert logged(run) == logged(reference)          # each step logged once, with the same loss
+
 
 def test_frozen_visual_epoch_reads_cached_features(tiny_world, tmp_path):
     run = tmp_path / "frozen"

@@ -106,7 +106,7 @@ def run_variant(variant: Variant, *, out: Path, settings: dict, show_progress: b
             raise GPVError(f"variant {variant.name} was evaluated on {result['eval']['samples_per_task']} "
                            "test samples per task", hint="pass the same --eval-samples, or another --out")
         return result
-    resume = (folder / "last").is_dir()
+    resume = io.restore_interrupted(folder / "last").is_dir()
     if resume:
         _check_config(folder, variant, settings)
     elif folder.exists() and _rank() == 0:

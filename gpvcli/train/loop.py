@@ -56,6 +56,8 @@ CONFIG_FILE = "config.yaml"
 def resolve_config(run_dir: Path, *, config: str, overrides: list[str], resume: bool) -> RunConfig:
     """The run's config: saved in run_dir on resume, else the preset with overrides."""
     saved = run_dir / CONFIG_FILE
+    for name in ("last", "best"):
+        io.restore_interrupted(run_dir / name)
     if resume:
         if not (run_dir / "last").is_dir() or not saved.is_file():
             raise GPVError(f"nothing to resume in {run_dir} (no last/ checkpoint)", hint="start it without --resume")
@@ -542,6 +544,24 @@ class Trainer:
                            f"({type(e).__name__}; only tensors and plain data are read from it)",
                            hint=hint) from e
         self.state = io.read_json(folder / "state.json", "checkpoint state")
+        self.drop_metrics_after(self.state["step"])
+
+    def drop_metrics_after(self, step: int) -> None:
+        """Forget metrics.jsonl records of steps after the checkpoint (the resumed run logs them again)
+        and a last line cut short by a kill."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.dist.main or not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        keep = []
+        for line in lines:
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    keep.append(line + "\n")
+            except json.JSONDecodeError:
+                pass
+        if len(keep) < len(lines):
+            io.write_text(path, "".join(keep))
 
     def log(self, record: dict) -> None:
         if self.dist.main:
