@@ -14,7 +14,7 @@ RUNS="${GPV_EXAMPLE_RUNS:-runs/examples}"
 if [[ "${SMALL:-0}" == 1 ]]; then
   # 40 train2014 images is the least `gpv quickstart` accepts: 32 of them (80%) fill its detector batch.
   : "${GPV_EXAMPLE_TRAIN_IMAGES:=40}" "${GPV_EXAMPLE_VAL_IMAGES:=4}"
-  : "${GPV_EXAMPLE_DETECTOR_STEPS:=2}" "${GPV_EXAMPLE_STEPS:=3}"
+  : "${GPV_EXAMPLE_CLASSIFIER_STEPS:=2}" "${GPV_EXAMPLE_DETECTOR_STEPS:=2}" "${GPV_EXAMPLE_STEPS:=3}"
   # small batches and a small validation subset: a second a step
   : "${GPV_EXAMPLE_SET:=train.batch_size=8 train.val_samples=16 train.val_batch_size=16}"
   : "${GPV_EXAMPLE_EVAL_LIMIT:=24}" "${GPV_EXAMPLE_REPORT_N:=2}"
@@ -25,14 +25,15 @@ fi
 
 TRAIN_IMAGES="${GPV_EXAMPLE_TRAIN_IMAGES:-2000}"       # images in the synthetic train2014
 VAL_IMAGES="${GPV_EXAMPLE_VAL_IMAGES:-500}"            # images in val2014 (the COCO-SCE test split)
+CLASSIFIER_STEPS="${GPV_EXAMPLE_CLASSIFIER_STEPS:-200}"  # backbone warm-up steps (batch 64 in quickstart)
 DETECTOR_STEPS="${GPV_EXAMPLE_DETECTOR_STEPS:-300}"    # detector pretraining steps (batch 32)
-STEPS="${GPV_EXAMPLE_STEPS:-1000}"                     # GPV training steps (batch 32)
+STEPS="${GPV_EXAMPLE_STEPS:-1200}"                     # GPV training steps (batch 32)
 EVAL_LIMIT="${GPV_EXAMPLE_EVAL_LIMIT:-0}"              # test samples scored by 04_evaluate (0 = all)
 REPORT_N="${GPV_EXAMPLE_REPORT_N:-10}"                 # images in the HTML report
 ABLATE_BUDGET="${GPV_EXAMPLE_ABLATE_BUDGET:-1}"        # 1 = 600 steps a variant for the tiny preset
 ABLATE_EVAL_SAMPLES="${GPV_EXAMPLE_ABLATE_EVAL_SAMPLES:-300}"   # test samples scored per task and variant
 INFO_CONFIGS="${GPV_EXAMPLE_INFO_CONFIGS-tiny gpv1}"   # presets whose tables 09_info prints
-QUICKSTART_BUDGET="${GPV_EXAMPLE_QUICKSTART_BUDGET:-1}"  # 1 = 300 detector + 1,000 GPV steps
+QUICKSTART_BUDGET="${GPV_EXAMPLE_QUICKSTART_BUDGET:-1}"  # 1 = 200 warm-up + 300 detector + 1,200 GPV steps
 
 # Extra `--set section.key=value` overrides for every training (space-separated in GPV_EXAMPLE_SET),
 # used unquoted as $SETS: "--set train.batch_size=8 --set ...".

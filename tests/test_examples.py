@@ -1,6 +1,6 @@
 """Every script in examples/ runs, in the order of examples/README.md, on the smallest sizes (SMALL=1:
-a 40 + 4 image world, 2-3 training steps of 8 samples, quickstart at --budget 0.002, i.e. 1 detector
-and 2 GPV steps of 32), sharing one temporary GPV_HOME and runs folder, and writes what it says."""
+a 40 + 4 image world, 2-3 training steps of 8 samples, quickstart at --budget 0.002, i.e. 1 warm-up,
+1 detector and 2 GPV steps), sharing one temporary GPV_HOME and runs folder, and writes what it says."""
 
 import json
 import os
@@ -32,6 +32,8 @@ def _prepare(home, runs, out):
 
 
 def _train(home, runs, out):
+    assert "stage: classifier" in (runs / "classifier" / "config.yaml").read_text()
+    assert f"pretrained: {runs / 'classifier' / 'last'}" in (runs / "detector" / "config.yaml").read_text()
     assert (runs / "detector" / "last").is_dir()
     assert "stage: detector" in (runs / "detector" / "config.yaml").read_text()
     assert (runs / "gpv" / "best" / "model.safetensors").is_file()
@@ -80,6 +82,7 @@ def _info(home, runs, out):
 def _quickstart(home, runs, out):
     folder = runs / "quickstart"
     assert (folder / "example.jpg").is_file() and (folder / "detector" / "last").is_dir()
+    assert (folder / "classifier" / "last" / "visual.safetensors").is_file()
     assert json.loads((folder / "gpv" / "eval" / "test" / "metrics.json").read_text())["tasks"]
 
 
