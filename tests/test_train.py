@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from gpvcli.config import from_dict
 from gpvcli.errors import GPVError
+from gpvcli.model.feature_cache import FeatureCache
 from gpvcli.model.visual import VisualConfig, build_visual
 from gpvcli.train.loop import lr_lambda, train
 
@@ -93,7 +94,10 @@ def test_frozen_visual_epoch_reads_cached_features(tiny_world, tmp_path):
     train(run, data_dir=tiny_world["data"], overrides=overrides, show_progress=False)
     assert (run / "features" / "train.h5").is_file()
     init = tmp_path / "init"
+    (init / "features").mkdir(parents=True)
+    (init / "features" / "train.h5").write_bytes(b"not HDF5")      # a corrupt cache is rebuilt, not refused
     train(init, data_dir=tiny_world["data"], overrides=overrides + ["train.max_steps=1"], show_progress=False)
+    assert len(FeatureCache(init / "features" / "train.h5", None)) == len(FeatureCache(run / "features" / "train.h5", None))
     a = load_file(run / "last" / "model.safetensors")
     b = load_file(init / "last" / "model.safetensors")
     visual = [k for k in a if k.startswith("visual.") and a[k].is_floating_point()]

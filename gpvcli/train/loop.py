@@ -411,11 +411,18 @@ class DetectionDataset(torch.utils.data.Dataset):
 
 def ensure_feature_cache(visual: nn.Module, cfg: RunConfig, dataset: GPVDataset, path: Path,
                          dist: distributed.Dist, show_progress: bool):
-    """The feature cache of `dataset`'s images and crops for this visual encoder, built on rank 0 if needed."""
+    """The feature cache of `dataset`'s images and crops for this visual encoder, built on rank 0 if needed
+    (absent, unreadable, or made by another encoder: a cache is derived data, rebuilt rather than refused)."""
     from gpvcli.model.feature_cache import FeatureCache, build_feature_cache, visual_fingerprint
 
+    def usable() -> bool:
+        try:
+            return FeatureCache(path, None).fingerprint == fingerprint
+        except GPVError:
+            return False
+
     fingerprint = visual_fingerprint(visual, cfg.model.visual)
-    if dist.main and not (path.is_file() and FeatureCache(path, None).fingerprint == fingerprint):
+    if dist.main and not usable():
         keys = {}
         for i in dataset.indices.tolist():
             keys.setdefault(feature_key(dataset.store, i), i)
