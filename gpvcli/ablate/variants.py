@@ -27,9 +27,8 @@ STUDY_NAMES = ("tasks", "relevance", "heads")
 # encoder trains from the start). Presets without a recipe keep their own training settings; their default
 # budget is the full schedule (train.epochs) of the four-task model.
 RECIPES = {
-    # 600 steps of 32 samples: about 5 minutes a variant on 2 CPU cores (0.44-0.56 s a step measured
-    # with benchmarks/bench_train.py and a 600-step run), so the 10 distinct variants of --study all,
-    # with their evaluation, fit in about an hour.
+    # 600 steps of 32 samples: about 5 minutes a variant on 2 CPU cores, so the 10 distinct variants of
+    # --study all, with their evaluation, took 47 minutes (measured: `gpv ablate --study all`).
     "tiny": {"steps": 600, "overrides": ["train.val_samples=100", "train.save_every=100"]},
 }
 # Config fields a variant sets; --set must leave them alone.
