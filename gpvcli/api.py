@@ -19,12 +19,12 @@ import torch
 from PIL import Image
 
 from gpvcli import boxes as box_ops
+from gpvcli.data.dataset import MAX_QUERY_TOKENS
 from gpvcli.data.images import load_image, to_rgb, to_tensor
 from gpvcli.data.prompts import CAPTION_PROMPTS, CLASSIFICATION_PROMPTS, TASKS
 from gpvcli.errors import GPVError
 
 _LOCATE = re.compile(r"^\s*(locate|find)\b", re.IGNORECASE)
-MAX_QUERY_TOKENS = 64     # the query length the model is trained with (gpvcli.data.dataset.Collator)
 
 
 def infer_task(text: str) -> str:

@@ -35,9 +35,9 @@ def _finished(run: Path) -> bool:
 def _train(run: Path, data: Path, overrides: list[str], show_progress: bool) -> None:
     from gpvcli.train.loop import train
 
-    if _finished(run):
+    if _finished(run):             # (which also restores a last/ interrupted mid-save)
         return
-    resume = io.restore_interrupted(run / "last").is_dir()
+    resume = (run / "last").is_dir()
     train(run, config="tiny", data_dir=data, overrides=[] if resume else overrides, resume=resume,
           show_progress=show_progress)
 

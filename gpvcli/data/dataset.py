@@ -28,6 +28,7 @@ from gpvcli.data.store import SplitStore
 from gpvcli.data.vocab import PAD, START, Vocab
 
 TEXT_TARGET_TASKS = ("vqa", "cap", "cls")
+MAX_QUERY_TOKENS = 64          # query tokens the model reads (longer queries are cut in training)
 
 
 def feature_key(store: SplitStore, i: int) -> str:
@@ -67,12 +68,7 @@ class GPVDataset(Dataset):
         return len(self.indices)
 
     def load_image(self, i: int) -> torch.Tensor:
-        """The model input of store sample i: the (cropped) image as a normalized (3, H, W) tensor."""
-        img = load_image(self.store.image_path(i))
-        c = self.store.crop[i]
-        if not np.isnan(c).any():
-            img = crop(img, c)
-        return to_tensor(img, self.image_size)
+        return input_image(self.store, i, self.image_size)
 
     def target_text(self, i: int, task: str) -> str:
         if task == "vqa":
@@ -101,10 +97,19 @@ class GPVDataset(Dataset):
         return item
 
 
+def input_image(store: SplitStore, i: int, image_size: tuple[int, int]) -> torch.Tensor:
+    """The model input of store sample i: the (cropped, for cls) image as a normalized (3, H, W) tensor."""
+    img = load_image(store.image_path(i))
+    c = store.crop[i]
+    if not np.isnan(c).any():
+        img = crop(img, c)
+    return to_tensor(img, image_size)
+
+
 class Collator:
     """Pads items into a batch (see the module docstring); tokenizes the queries."""
 
-    def __init__(self, tokenizer, max_query_len: int = 64):
+    def __init__(self, tokenizer, max_query_len: int = MAX_QUERY_TOKENS):
         self.tokenizer = tokenizer
         self.max_query_len = max_query_len
 

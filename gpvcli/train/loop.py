@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 
 from gpvcli import io
 from gpvcli.config import to_dict
-from gpvcli.data.dataset import Collator, GPVDataset, feature_key
+from gpvcli.data.dataset import Collator, GPVDataset, feature_key, input_image
 from gpvcli.data.store import SplitStore
 from gpvcli.data.vocab import Vocab
 from gpvcli.errors import GPVError, brief
@@ -299,11 +299,7 @@ class CropDataset(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, k: int) -> dict:
-        from gpvcli.data.images import crop, load_image, to_tensor
-
-        i = int(self.indices[k])
-        img = crop(load_image(self.store.image_path(i)), self.store.crop[i])
-        return {"image": to_tensor(img, self.image_size), "label": self.labels[k]}
+        return {"image": input_image(self.store, int(self.indices[k]), self.image_size), "label": self.labels[k]}
 
     @staticmethod
     def collate(items: list[dict]) -> dict:
