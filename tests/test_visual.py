@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 from transformers import DetrForObjectDetection
-from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d
+from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d, DetrSinePositionEmbedding
 
 from gpvcli.boxes import cxcywh_to_xyxy
 from gpvcli.errors import GPVError
 from gpvcli.model.roi import roi_align_mean
-from gpvcli.model.visual import VisualConfig, VisualEncoder, build_visual, load_visual, save_visual
+from gpvcli.model.visual import VisualConfig, VisualEncoder, build_visual, load_visual, save_visual, sine_code
 
 
 def tiny(**overrides) -> VisualConfig:
@@ -189,3 +189,50 @@ def test_object_queries_start_from_a_unit_normal():
     torch.manual_seed(0)
     weight = build_visual(tiny(num_queries=64)).detr.query_position_embeddings.weight
     assert 0.8 < weight.std() < 1.2                 # N(0, 1) as the original DETR, not transformers' N(0, 0.02)
+
+
+def test_sine_code_is_detrs_token_position_code():
+    pe = DetrSinePositionEmbedding(16, normalize=True)
+    pos = pe(torch.Size([1, 32, 3, 4]), "cpu", torch.float32)[0].flatten(1).T   # (12, 32), row-major tokens
+    points = torch.tensor([[(j + 1) / 4, (i + 1) / 3] for i in range(3) for j in range(4)])  # as DETR places them
+    torch.testing.assert_close(sine_code(points, 32), pos)
+
+
+def test_anchor_queries_attend_near_their_point_and_regress_from_it():
+    torch.manual_seed(0)
+    enc = build_visual(tiny(query_anchors=True, num_queries=4, backbone_stage=3)).eval()  # 4x4 map on 64x64
+    assert enc.detr.query_position_embeddings is None
+    with torch.no_grad():
+        enc.anchors.copy_(torch.logit(torch.tensor([[0.1, 0.1], [0.9, 0.1], [0.1, 0.9], [0.6, 0.4]])))
+    bias = enc._anchor_bias((4, 4), torch.ones(2, 16, dtype=torch.long))
+    assert bias.shape == (2, 1, 4, 16)
+    assert bias[0, 0].argmax(-1).tolist() == [0, 3, 12, 6]    # the token whose centre is nearest each anchor
+    padded = torch.ones(1, 16, dtype=torch.long)
+    padded[0, 3] = 0
+    assert enc._anchor_bias((4, 4), padded)[0, 0, 1].argmax() != 3
+
+    # the box centre is the anchor moved by the box head's first two outputs, in logit space
+    with torch.no_grad():
+        enc.box_head.layers[-1].weight.zero_()
+        enc.box_head.layers[-1].bias.zero_()
+        boxes = enc(torch.randn(2, 3, 64, 64))["boxes"]
+    torch.testing.assert_close(boxes[..., :2], enc.anchors.sigmoid().expand(2, -1, -1))
+    torch.testing.assert_close(boxes[..., 2:], torch.full((2, 4, 2), 0.5))
+
+
+def test_anchor_queries_save_load_and_train_in_bf16(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny(query_anchors=True)
+    enc = build_visual(cfg).eval()
+    save_visual(enc, cfg, tmp_path / "det")
+    again, _ = load_visual(tmp_path / "det")
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(images), enc(images))
+    enc.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = enc(images)
+    (out["boxes"].float().sum() + out["objectness"].float().sum()).backward()
+    for name in ("anchors", "anchor_log_sigma"):
+        assert getattr(enc, name).grad.abs().sum() > 0, name
+    assert all(p.grad is not None for p in enc.parameters() if p.requires_grad)   # none unused (DDP)

@@ -69,6 +69,15 @@ class VisualConfig:
         attention_heads (int, 4): attention heads in every encoder and decoder layer.
         ffn_dim (int, 256): feed-forward width in every encoder and decoder layer.
         num_queries (int, 20): learned object queries Q, i.e. boxes per image.
+        query_anchors (bool, False): False = DETR's object queries (a learned position embedding each;
+            the layout of a transformers DETR checkpoint). True = each query owns a learned anchor point
+            (x, y), drawn uniformly over the image at init: its decoder position embedding is the sine code
+            of that point (the code the image tokens carry) through a 2-layer MLP, its box centre is an
+            offset from the point in logit space (Anchor DETR, DAB-DETR), and its cross-attention logits get
+            a Gaussian bias around the point with a learned width (SMCA). Trained from scratch, plain queries
+            ignore the image and output one box layout for every image for hundreds of steps; measured on the
+            default world, 300 tiny detector steps: class-agnostic AP@0.5 0.058 plain, 0.037 with anchors
+            alone, 0.172 with anchors and the bias.
         dropout (float, 0.1): dropout in the DETR transformer.
         num_classes (int, 2): class-head outputs. 2 = GPV objectness (0 object, 1 no-object);
             K + 1 for stage-0 detector pretraining (K categories, no-object last).
@@ -99,6 +108,7 @@ class VisualConfig:
     attention_heads: int = 4
     ffn_dim: int = 256
     num_queries: int = 20
+    query_anchors: bool = False
     dropout: float = 0.1
     num_classes: int = 2
     frozen_batchnorm: bool = False
@@ -141,7 +151,8 @@ class VisualEncoder(nn.Module):
 
     def __init__(self, *, backbone_layer_type: str, backbone_depths: list[int], backbone_hidden_sizes: list[int],
                  backbone_embedding_size: int, backbone_stage: int, d_model: int, encoder_layers: int, decoder_layers: int,
-                 attention_heads: int, ffn_dim: int, num_queries: int, dropout: float, num_classes: int,
+                 attention_heads: int, ffn_dim: int, num_queries: int, query_anchors: bool, dropout: float,
+                 num_classes: int,
                  frozen_batchnorm: bool, group_norm: int, freeze_stem_and_first_stage: bool, roi_size: int,
                  roi_sampling_ratio: int):
         super().__init__()
@@ -170,6 +181,14 @@ class VisualEncoder(nn.Module):
         # scratch, stays) nearly identical, so without dropout's noise all boxes collapse onto one.
         # The original DETR draws them from N(0, 1).
         nn.init.normal_(self.detr.query_position_embeddings.weight)
+        self.anchors = self.anchor_embedding = None
+        if query_anchors:
+            self.detr.query_position_embeddings = None  # replaced by the anchors' embedding
+            # stored in logit space, like the box centres predicted from them
+            self.anchors = nn.Parameter(torch.logit(torch.rand(num_queries, 2) * 0.9 + 0.05))
+            self.anchor_embedding = DetrMLPPredictionHead(input_dim=d_model, hidden_dim=d_model, output_dim=d_model,
+                                                          num_layers=2)
+            self.anchor_log_sigma = nn.Parameter(torch.full((num_queries,), math.log(0.15)))
         self.set_trainable(True)
 
     @property
@@ -211,6 +230,18 @@ class VisualEncoder(nn.Module):
             pixel_mask = torch.ones((b, h, w), dtype=torch.long, device=images.device)
         return self.detr.backbone(images, pixel_mask)[-1]
 
+    def _anchor_bias(self, map_size: tuple[int, int], token_mask: Tensor) -> Tensor:
+        """Additive cross-attention bias (B, 1, Q, Hf*Wf): a Gaussian of each query's width around its anchor
+        over the token centres, -inf on padding tokens."""
+        hf, wf = map_size
+        ys = (torch.arange(hf, device=token_mask.device) + 0.5) / hf
+        xs = (torch.arange(wf, device=token_mask.device) + 0.5) / wf
+        centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)  # (T, 2) row-major
+        d2 = (self.anchors.sigmoid()[:, None, :] - centres[None]).pow(2).sum(-1)  # (Q, T)
+        bias = -d2 / (2 * torch.exp(2 * self.anchor_log_sigma))[:, None]
+        bias = bias[None, None].expand(token_mask.shape[0], 1, -1, -1)
+        return bias.masked_fill(~token_mask.bool()[:, None, None, :], torch.finfo(bias.dtype).min)
+
     def forward(self, images: Tensor, pixel_mask: Tensor | None = None) -> dict[str, Tensor]:
         """Run DETR and pool each predicted box.
 
@@ -230,15 +261,33 @@ class VisualEncoder(nn.Module):
         token_mask = mask.flatten(1)  # (B, Hf*Wf)
         memory = self.detr.encoder(inputs_embeds=tokens, attention_mask=token_mask,
                                    spatial_position_embeddings=pos).last_hidden_state  # (B, Hf*Wf, d_model)
-        query_pos = self.detr.query_position_embeddings.weight.unsqueeze(0).expand(b, -1, -1)  # (B, Q, d_model)
+        if self.anchors is None:
+            query_pos = self.detr.query_position_embeddings.weight
+        else:
+            query_pos = self.anchor_embedding(sine_code(self.anchors.sigmoid(), self.state_dim))
+        query_pos = query_pos.unsqueeze(0).expand(b, -1, -1)  # (B, Q, d_model)
+        cross_mask = token_mask if self.anchors is None else self._anchor_bias(fmap.shape[-2:], token_mask)
         states = self.detr.decoder(
             inputs_embeds=torch.zeros_like(query_pos), encoder_hidden_states=memory,
-            encoder_attention_mask=token_mask, spatial_position_embeddings=pos,
+            encoder_attention_mask=cross_mask, spatial_position_embeddings=pos,
             object_queries_position_embeddings=query_pos).last_hidden_state  # (B, Q, d_model)
-        boxes = self.box_head(states).sigmoid()
+        boxes = self.box_head(states)
+        if self.anchors is not None:
+            boxes = torch.cat([boxes[..., :2] + self.anchors, boxes[..., 2:]], dim=-1)
+        boxes = boxes.sigmoid()
         roi = roi_align_mean(fmap, cxcywh_to_xyxy(boxes), output_size=self.roi_size,
                              sampling_ratio=self.roi_sampling_ratio)
         return {"boxes": boxes, "states": states, "objectness": self.class_head(states), "roi": roi}
+
+
+def sine_code(points: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
+    """DETR's sine position code of points (..., 2) = (x, y) in [0, 1]: (..., dim), y's half first, as
+    transformers' DetrSinePositionEmbedding codes the token at that normalized position."""
+    half = dim // 2
+    freq = temperature ** (2 * (torch.arange(half, device=points.device) // 2) / half)  # (half,)
+    angles = points[..., None] * (2 * math.pi) / freq  # (..., 2, half)
+    code = torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)  # (..., 2, half)
+    return torch.cat((code[..., 1, :], code[..., 0, :]), dim=-1)
 
 
 def _module_kwargs(cfg: VisualConfig) -> dict:
