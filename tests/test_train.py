@@ -172,7 +172,10 @@ def test_ddp_two_processes_match_one(tiny_world, tmp_path):
         return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     one, two = losses(single), losses(tmp_path / "ddp")
     assert len(one) == len(two) == 3
-    assert two == pytest.approx(one, rel=2e-3)
+    # Not exact: the box cross-entropy divides by the summed class weights of each process's own queries (as
+    # DETR does), so a localization batch split in two differs ~1e-3 relative at step 0 and a little more
+    # after two updates (measured 2.5e-3 at step 2 with anchor queries; 0.9e-3 with plain ones).
+    assert two == pytest.approx(one, rel=5e-3)
 
 
 def test_accumulation_and_bf16_autocast_run(tiny_world, tmp_path):
