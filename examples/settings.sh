@@ -26,7 +26,7 @@ fi
 TRAIN_IMAGES="${GPV_EXAMPLE_TRAIN_IMAGES:-2000}"       # images in the synthetic train2014
 VAL_IMAGES="${GPV_EXAMPLE_VAL_IMAGES:-500}"            # images in val2014 (the COCO-SCE test split)
 CLASSIFIER_STEPS="${GPV_EXAMPLE_CLASSIFIER_STEPS:-200}"  # backbone warm-up steps (batch 64 in quickstart)
-DETECTOR_STEPS="${GPV_EXAMPLE_DETECTOR_STEPS:-300}"    # detector pretraining steps (batch 32)
+DETECTOR_STEPS="${GPV_EXAMPLE_DETECTOR_STEPS:-600}"    # detector pretraining steps (batch 32)
 STEPS="${GPV_EXAMPLE_STEPS:-1200}"                     # GPV training steps (batch 32)
 EVAL_LIMIT="${GPV_EXAMPLE_EVAL_LIMIT:-0}"              # test samples scored by 04_evaluate (0 = all)
 REPORT_N="${GPV_EXAMPLE_REPORT_N:-10}"                 # images in the HTML report
