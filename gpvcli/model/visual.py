@@ -181,7 +181,7 @@ class VisualEncoder(nn.Module):
         # scratch, stays) nearly identical, so without dropout's noise all boxes collapse onto one.
         # The original DETR draws them from N(0, 1).
         nn.init.normal_(self.detr.query_position_embeddings.weight)
-        self.anchors = self.anchor_embedding = None
+        self.anchors = self.anchor_embedding = self.anchor_log_sigma = None
         if query_anchors:
             self.detr.query_position_embeddings = None  # replaced by the anchors' embedding
             # stored in logit space, like the box centres predicted from them
@@ -232,7 +232,7 @@ class VisualEncoder(nn.Module):
 
     def _anchor_bias(self, map_size: tuple[int, int], token_mask: Tensor) -> Tensor:
         """Additive cross-attention bias (B, 1, Q, Hf*Wf): a Gaussian of each query's width around its anchor
-        over the token centres, -inf on padding tokens."""
+        over the token centres; the dtype's minimum on padding tokens."""
         hf, wf = map_size
         ys = (torch.arange(hf, device=token_mask.device) + 0.5) / hf
         xs = (torch.arange(wf, device=token_mask.device) + 0.5) / wf
