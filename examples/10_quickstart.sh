@@ -5,7 +5,7 @@
 #
 # Writes $RUNS/quickstart/: classifier/, detector/ and gpv/ (run folders), gpv/eval/test/ (metrics) and
 # example.jpg (a localization drawn with relevance). Its time on 2 CPU cores at --budget 1 (200 warm-up,
-# 300 detector and 1,200 GPV steps) is in README.md; --budget scales the steps (0.2 for a quick look).
+# 600 detector and 1,200 GPV steps) is in README.md; --budget scales the steps (0.2 for a quick look).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/settings.sh"
 
