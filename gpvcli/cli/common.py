@@ -30,3 +30,21 @@ def print_results(title: str, model: str, tasks: dict) -> None:
     rows = [[name, tasks[task]["metric"], *(format_metric(task, tasks[task][col]) for col in ("all", "seen", "unseen"))]
             for task, name in TABLE_COLUMNS if task in tasks]
     print_table(f"{title}: {model}", ["Metric", "Test", "Seen", "Unseen"], rows, first_column="Task")
+
+
+def print_grounding(tasks: dict) -> None:
+    """The grounding checks (score with the true pairing, with one input swapped, their difference), and a
+    warning line for every task whose dependence is within noise of zero."""
+    from gpvcli.eval.evaluate import format_metric
+    from gpvcli.eval.grounding import warnings
+
+    checked = {task: row["grounding"] for task, row in tasks.items() if row.get("grounding")}
+    if not checked:
+        return
+    rows = [[task, f"{g['swap']} swapped", g["n"], format_metric(task, g["true"]), format_metric(task, g["swapped"]),
+             f"{format_metric(task, g['dependence'])} ± {format_metric(task, 2 * g['se'])}"]
+            for task, g in checked.items()]
+    print_table("Grounding checks (the same samples with one input swapped)",
+                ["Check", "n", "True", "Swapped", "Dependence (± 2 s.e.)"], rows, first_column="Task")
+    for line in warnings(checked):
+        console.print(f"[bold yellow]warning:[/] {line}", highlight=False)

@@ -20,18 +20,20 @@ def evaluate_command(
     cls_mask: bool = typer.Option(False, "--cls-mask", help="Classification answers use category words only."),
     limit: int | None = typer.Option(None, "--limit", help="Score only the first N samples (a quick look)."),
     tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated tasks to score (default: all)."),
+    checks: bool = typer.Option(True, "--checks/--no-checks",
+                                help="Also score each task with its image or query swapped (grounding checks)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json instead of a table."),
 ) -> None:
     """Decode a split, print a Table 1 row (test / seen / unseen per task) and save metrics and predictions.
 
     Example: gpv evaluate runs/tiny --split test
     """
-    from gpvcli.cli.common import print_results, print_table
+    from gpvcli.cli.common import print_grounding, print_results, print_table
     from gpvcli.eval.evaluate import evaluate
 
     result = evaluate(run, split=split, data_dir=data, out_dir=out, batch_size=batch_size, beam_size=beam,
                       cls_mask=cls_mask, limit=limit, tasks=tasks.split(",") if tasks else None,
-                      show_progress=not as_json)
+                      checks=checks, show_progress=not as_json)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -40,4 +42,5 @@ def evaluate_command(
               for task, row in result["tasks"].items()]
     print_table("Per category group (mean over categories; seed Fig. 1)", list(next(iter(
         result["tasks"].values()))["groups"]), groups, first_column="Task")
+    print_grounding(result["tasks"])
     console.print(f"saved to {result['out_dir']}")

@@ -4,7 +4,9 @@
     index (int), task (str), image (Tensor (3, H, W)) or feature_key (str, when features are cached),
     query (str), target_ids (LongTensor (S_i,) answer ids ending in STOP; empty for box tasks),
     boxes (Tensor (N_i, 4) normalized cxcywh; empty for text tasks).
-For cls the image is the stored crop. The VQA training target is drawn on each read from the answers
+For cls the image is the stored crop. With `image_of` / `query_of` (store indices aligned with `indices`),
+sample indices[k] is read with the image of image_of[k] and the query of query_of[k], its targets unchanged
+(the grounding checks of `gpvcli.eval.grounding`). The VQA training target is drawn on each read from the answers
 given by at least 3 of the 10 annotators (else the multiple-choice answer), with a generator seeded by
 (seed, epoch, sample index), so a resumed run draws exactly what an uninterrupted one would.
 
@@ -50,7 +52,8 @@ def vqa_training_answer(answers: list[str], fallback: str, rng: np.random.Genera
 class GPVDataset(Dataset):
     def __init__(self, store: SplitStore, vocab: Vocab, *, image_size: tuple[int, int],
                  max_answer_len: dict[str, int], seed: int = 0, use_features: bool = False,
-                 indices: np.ndarray | None = None):
+                 indices: np.ndarray | None = None, image_of: np.ndarray | None = None,
+                 query_of: np.ndarray | None = None):
         self.store = store
         self.vocab = vocab
         self.image_size = tuple(image_size)
@@ -59,6 +62,8 @@ class GPVDataset(Dataset):
         self.epoch = 0
         self.use_features = use_features
         self.indices = np.arange(len(store)) if indices is None else np.asarray(indices)
+        self.image_of = self.indices if image_of is None else np.asarray(image_of)
+        self.query_of = self.indices if query_of is None else np.asarray(query_of)
         self.tasks = [store.task_names[c] for c in store.task_code[self.indices]]
 
     def set_epoch(self, epoch: int) -> None:
@@ -79,11 +84,12 @@ class GPVDataset(Dataset):
     def __getitem__(self, k: int) -> dict:
         i = int(self.indices[k])
         task = self.tasks[k]
-        item = {"index": i, "task": task, "query": self.store.query[i]}
+        seen = int(self.image_of[k])
+        item = {"index": i, "task": task, "query": self.store.query[int(self.query_of[k])]}
         if self.use_features:
-            item["feature_key"] = feature_key(self.store, i)
+            item["feature_key"] = feature_key(self.store, seen)
         else:
-            item["image"] = self.load_image(i)
+            item["image"] = self.load_image(seen)
         if task in TEXT_TARGET_TASKS:
             limit = self.max_answer_len.get(task, self.max_answer_len.get("default"))
             item["target_ids"] = torch.tensor(self.vocab.encode(self.target_text(i, task), limit), dtype=torch.long)

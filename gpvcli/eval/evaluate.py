@@ -9,6 +9,9 @@ Writes into `OUT` (default `RUN/eval/<split>/`):
     detections.json        COCO detection results format [{"image_id", "category_id", "bbox" xywh, "score"}]
     vqa_results.json       VQA results format [{"question_id", "answer"}]
     boxes.npz              every sample's boxes (N, Q, 4) pixel xyxy, sorted by relevance, and relevance (N, Q)
+    swapped.jsonl      the grounding checks: one line per sample decoded with its image or query swapped:
+                       sample_id, task, swap, image_of / query_of (the sample_id whose image or query it got),
+                       query, prediction, score, and the top-10 boxes with relevance
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from gpvcli import io
 from gpvcli.data.dataset import Collator, GPVDataset
 from gpvcli.data.store import SplitStore
 from gpvcli.errors import GPVError
-from gpvcli.eval import runner
+from gpvcli.eval import grounding, runner
 
 TOP_BOXES = 10
 
@@ -62,9 +65,10 @@ def file_hash(path: Path) -> str:
 def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: str | Path | None = None,
              out_dir: str | Path | None = None, batch_size: int = 64, beam_size: int = 1, cls_mask: bool = False,
              limit: int | None = None, tasks: list[str] | None = None, device: str = "auto",
-             show_progress: bool = True) -> dict:
+             checks: bool = True, show_progress: bool = True) -> dict:
     """Decode and score `split` (only `tasks`, when given; only the first `limit` of those samples, when
-    given); returns the metrics dict written to metrics.json."""
+    given), and, with `checks`, score every task again with its image or query swapped (the grounding
+    checks, `gpvcli.eval.grounding`); returns the metrics dict written to metrics.json."""
     from gpvcli import paths
     from gpvcli.model.checkpoint import load_model
     from gpvcli.train.distributed import pick_device
@@ -79,15 +83,26 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
     model, cfg, vocab, tokenizer = load_model(checkpoint, device=str(dev))
     indices = np.arange(len(store)) if tasks is None else np.flatnonzero(np.isin(np.asarray(store.tasks), tasks))
     indices = indices[:limit]
-    dataset = GPVDataset(store, vocab, image_size=tuple(cfg.visual.image_size), max_answer_len=cfg.max_answer_len,
-                         indices=indices)
-    loader = DataLoader(dataset, batch_sampler=runner.task_batches(dataset.tasks, batch_size),
-                        collate_fn=Collator(tokenizer))
+    swaps = grounding.pairings(store, indices) if checks else {}
+
     with progress_bar(show_progress) as progress:
-        bar = progress.add_task(f"evaluating {split}", total=len(dataset), info="")
-        preds = runner.predict(model, loader, vocab, device=dev, beam_size=beam_size, cls_mask=cls_mask,
-                               progress=lambda n: progress.advance(bar, n))
+        def decode(title: str, targets: np.ndarray, image_of=None, query_of=None) -> list[dict]:
+            dataset = GPVDataset(store, vocab, image_size=tuple(cfg.visual.image_size),
+                                 max_answer_len=cfg.max_answer_len, indices=targets, image_of=image_of,
+                                 query_of=query_of)
+            loader = DataLoader(dataset, batch_sampler=runner.task_batches(dataset.tasks, batch_size),
+                                collate_fn=Collator(tokenizer))
+            bar = progress.add_task(title, total=len(dataset), info="")
+            return runner.predict(model, loader, vocab, device=dev, beam_size=beam_size, cls_mask=cls_mask,
+                                  progress=lambda n: progress.advance(bar, n))
+
+        preds = decode(f"evaluating {split}", indices)
+        swapped = {task: decode(f"{task}, {swap.kind} swapped", swap.targets, swap.image_of, swap.query_of)
+                   for task, swap in swaps.items()}
     table, scores = runner.score(store, preds)
+    swapped_scores = {task: runner.sample_scores(store, p) for task, p in swapped.items()}
+    for task, swap in swaps.items():
+        table[task]["grounding"] = grounding.dependence(scores, swapped_scores[task], swap)
     result = {
         "tasks": table,
         "protocol": {
@@ -97,14 +112,34 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
             "metrics": {"vqa": "official VQA v2 accuracy", "cap": "CIDEr-D (pure-Python PTB-style tokens)",
                         "loc": "per-sample AP@0.5 on corner boxes (corrected GPV-1 metric)",
                         "cls": "exact match of category name or synonym"},
+            "grounding_checks": grounding.PROTOCOL if checks else None,
             "checkpoint": str(checkpoint), "checkpoint_sha256": file_hash(checkpoint / "model.safetensors"),
             "data_sha256": file_hash(data_dir / f"{split}.h5"),
         },
     }
     out = Path(out_dir) if out_dir else checkpoint.parent / "eval" / split
     write_outputs(out, store, preds, scores, result)
+    write_swapped(out, store, swaps, swapped, swapped_scores)
     result["out_dir"] = str(out)
     return result
+
+
+def write_swapped(out: Path, store: SplitStore, swaps: dict[str, grounding.Swap],
+                  swapped: dict[str, list[dict]], scores: dict[str, dict[int, float]]) -> None:
+    lines = []
+    for task, swap in swaps.items():
+        sources = dict(zip(swap.targets.tolist(), zip(swap.image_of.tolist(), swap.query_of.tolist())))
+        for p in swapped[task]:
+            i = p["index"]
+            image_of, query_of = sources[i]
+            px = runner.pixel_boxes(store, image_of, p["boxes"])
+            lines.append(json.dumps({
+                "sample_id": store.sample_id[i], "task": task, "swap": swap.kind,
+                "image_of": store.sample_id[image_of], "query_of": store.sample_id[query_of],
+                "query": store.query[query_of], "prediction": p["text"], "score": scores[task][i],
+                "boxes": np.round(px[:TOP_BOXES].astype(np.float64), 2).tolist(),
+                "relevance": np.round(p["relevance"][:TOP_BOXES].astype(np.float64), 4).tolist()}))
+    io.write_text(out / "swapped.jsonl", "\n".join(lines) + ("\n" if lines else ""))
 
 
 def write_outputs(out: Path, store: SplitStore, preds: list[dict], scores: dict[int, float], result: dict) -> None:
