@@ -80,6 +80,11 @@ class ModelConfig:
     decoder_positions (bool, True): add sinusoidal position encodings to the text
         decoder's inputs. GPV-1 had none (false reproduces that); word order in
         captions is easier to learn with them.
+    phrase_grounding (bool, False): add to each region's relevant logit a score of how well the
+        region matches the query as the text encoder reads it (scaled cosine of the region descriptor
+        and the mean query token, before co-attention; see heads.RegionPhraseScore). Not in GPV-1;
+        the tiny preset uses it with the alignment stage, which trains the same score on category
+        phrases, so that GPV starts with words and regions in one space.
     """
 
     visual: VisualConfig = field(default_factory=VisualConfig)
@@ -98,6 +103,7 @@ class ModelConfig:
     max_answer_len: dict = field(default_factory=_default_max_answer_len)
     mask_query_padding: bool = True
     decoder_positions: bool = True
+    phrase_grounding: bool = False
 
     def __post_init__(self) -> None:
         lens = self.max_answer_len

@@ -19,7 +19,7 @@ from gpvcli.errors import GPVError
 from gpvcli.model import decoding
 from gpvcli.model.coattention import CoAttention
 from gpvcli.model.config import ModelConfig
-from gpvcli.model.heads import RelevanceConditioning, RelevanceHead, TextHead
+from gpvcli.model.heads import RegionPhraseScore, RelevanceConditioning, RelevanceHead, TextHead, mean_tokens
 from gpvcli.model.text import TextEncoder, build_bert, build_tokenizer, word_vectors
 from gpvcli.model.visual import VisualEncoder, build_visual
 
@@ -49,13 +49,14 @@ class GPV(nn.Module):
 
     def __init__(self, *, visual: VisualEncoder, text: TextEncoder, dim: int, coattention: CoAttention,
                  text_heads: dict[str, TextHead], relevance_conditioning: bool, mask_query_padding: bool,
-                 max_answer_len: dict[str, int]):
+                 max_answer_len: dict[str, int], phrase_grounding: bool = False):
         super().__init__()
         self.visual = visual
         self.regions = RegionDescriptor(roi_dim=visual.roi_dim, state_dim=visual.state_dim, dim=dim)
         self.text = text
         self.coattention = coattention
         self.relevance = RelevanceHead(dim=dim)
+        self.phrase_score = RegionPhraseScore(dim=dim) if phrase_grounding else None
         self.conditioning = RelevanceConditioning(dim=dim) if relevance_conditioning else None
         self.text_heads = nn.ModuleDict(text_heads)
         self.mask_query_padding = mask_query_padding
@@ -89,9 +90,13 @@ class GPV(nn.Module):
             visual = self.visual(images)
         regions = self.regions(visual["roi"], visual["states"])
         language = self.text(query_ids, query_mask)
+        grounding = None
+        if self.phrase_score is not None:       # each region against the whole query, before co-attention
+            query = mean_tokens(language, query_mask)[:, None]                         # (B,1,D)
+            grounding = self.phrase_score(regions, query)[..., 0]                       # (B,Q,1) -> (B,Q)
         keep = query_mask.bool() if self.mask_query_padding else None
         language, regions = self.coattention(language, regions, keep)
-        relevance_logits = self.relevance(regions, visual["objectness"])
+        relevance_logits = self.relevance(regions, visual["objectness"], grounding)
         if self.conditioning is not None:
             regions = self.conditioning(regions, relevance_logits)
         memory = torch.cat([regions, language], dim=1)  # (B,Q,D) + (B,T,D) -> (B,Q+T,D)
@@ -204,4 +209,5 @@ def build_model(cfg: ModelConfig, vocab: Vocab) -> GPV:
         relevance_conditioning=cfg.relevance_conditioning,
         mask_query_padding=cfg.mask_query_padding,
         max_answer_len=dict(cfg.max_answer_len),
+        phrase_grounding=cfg.phrase_grounding,
     )

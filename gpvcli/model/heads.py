@@ -19,7 +19,8 @@ from gpvcli.model.coattention import FeedForward, MultiHeadAttention
 
 
 class RelevanceHead(nn.Module):
-    """regions (B,Q,D), objectness (B,Q,2) -> relevance logits (B,Q,2) = Linear(regions) + objectness.
+    """regions (B,Q,D), objectness (B,Q,2), grounding (B,Q) or None -> relevance logits (B,Q,2) =
+    Linear(regions) + objectness, with grounding added to the relevant logit.
 
     Index 0 is relevant, index 1 irrelevant (the DETR objectness convention);
     relevance = softmax(logits)[..., 0].
@@ -29,8 +30,39 @@ class RelevanceHead(nn.Module):
         super().__init__()
         self.linear = nn.Linear(dim, 2)
 
-    def forward(self, regions: torch.Tensor, objectness: torch.Tensor) -> torch.Tensor:
-        return self.linear(regions) + objectness
+    def forward(self, regions: torch.Tensor, objectness: torch.Tensor,
+                grounding: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.linear(regions) + objectness
+        if grounding is None:
+            return logits
+        return logits + torch.stack([grounding, torch.zeros_like(grounding)], dim=-1)  # (B,Q) -> (B,Q,2)
+
+
+class RegionPhraseScore(nn.Module):
+    """regions (B,Q,D), phrases (B,P,D) or (P,D) -> logits (B,Q,P) that region q shows phrase p:
+    scale * cos(Linear(region), phrase) + bias, a learned scale and bias.
+
+    The contrastive region-word alignment of grounded detectors (MDETR, GLIP): trained as a sigmoid
+    classifier of regions over category phrases in the alignment stage, it scores regions against a
+    whole query in GPV. The bias starts at the log-odds of a 1% prior (most region-phrase pairs do not
+    match)."""
+
+    def __init__(self, *, dim: int, prior: float = 0.01, scale: float = 10.0):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
+        self.bias = nn.Parameter(torch.tensor(math.log(prior / (1 - prior))))
+
+    def forward(self, regions: torch.Tensor, phrases: torch.Tensor) -> torch.Tensor:
+        r = nn.functional.normalize(self.proj(regions), dim=-1)                       # (B,Q,D)
+        p = nn.functional.normalize(phrases, dim=-1)                                  # (B,P,D) or (P,D)
+        return self.log_scale.exp() * (r @ p.transpose(-1, -2)) + self.bias         # (B,Q,P)
+
+
+def mean_tokens(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """tokens (B,T,D), mask (B,T) (1 = real token) -> the mean real token (B,D)."""
+    m = mask.to(tokens.dtype)[..., None]                                             # (B,T,1)
+    return (tokens * m).sum(1) / m.sum(1).clamp(min=1)
 
 
 class RelevanceConditioning(nn.Module):

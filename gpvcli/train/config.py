@@ -31,9 +31,13 @@ def _box_weights() -> dict:
 class TrainConfig:
     """How to train (DESIGN.md section 3; defaults = the paper's recipe).
 
-    stage ("gpv" | "detector" | "classifier", "gpv"): train GPV; or pretrain the visual encoder alone
-        as an 80-class DETR detector (stage 0; COCO-SCE drops H_cls,loc boxes); or warm up its CNN
-        backbone as an 80-way classifier of the train cls crops (before the detector, from scratch).
+    stage ("gpv" | "align" | "detector" | "classifier", "gpv"): train GPV; or align regions and words
+        before it (detection posed as grounding of category phrases, for encoders trained from
+        scratch; needs model.phrase_grounding); or pretrain the visual encoder alone as an 80-class
+        DETR detector (stage 0; COCO-SCE drops H_cls,loc boxes); or warm up its CNN backbone as an
+        80-way classifier of the train cls crops (before the detector, from scratch).
+    init_from (str | None, None): a GPV checkpoint folder (the last/ or best/ of an align or gpv run
+        of the same preset and data) whose weights start the model of stage gpv.
     tasks (list[str], [vqa, cap, loc, cls]): the tasks trained (refexp may be added).
     epochs (int, 40): passes over the training samples.
     batch_size (int, 120): global batch (over all processes and accumulation steps).
@@ -65,7 +69,8 @@ class TrainConfig:
     device (str, "auto"): "auto" (CUDA when present), "cpu" or "cuda".
     """
 
-    stage: Literal["gpv", "detector", "classifier"] = "gpv"
+    stage: Literal["gpv", "align", "detector", "classifier"] = "gpv"
+    init_from: str | None = None
     tasks: list[str] = field(default_factory=_tasks)
     epochs: int = 40
     batch_size: int = 120

@@ -115,6 +115,8 @@ class GPVStage:
         self.vocab = Vocab.load(data_dir / "vocab.json")
         self.tokenizer = build_tokenizer(cfg.model.text, data_dir / "query_vocab.txt")
         self.model = build_model(cfg.model, self.vocab).to(device)
+        if cfg.train.init_from:
+            self.start_from(Path(cfg.train.init_from))
         self.train_store = SplitStore(data_dir / "train.h5")
         self.val_store = SplitStore(data_dir / "val.h5")
         t = cfg.train
@@ -129,6 +131,14 @@ class GPVStage:
                                       cost_class=t.cost_class, cost_bbox=t.cost_bbox, cost_giou=t.cost_giou,
                                       no_object_weight=t.no_object_weight, include_pad=t.include_pad)
         self.features = None
+
+    def start_from(self, folder: Path) -> None:
+        """Every weight from the GPV checkpoint in `folder` (e.g. the align stage's last/)."""
+        try:
+            self.model.load_state_dict(load_file(folder / "model.safetensors"))
+        except (OSError, RuntimeError) as e:
+            raise GPVError(f"train.init_from={folder} does not hold this model's weights ({brief(e)})",
+                           hint="give the last/ or best/ of an align or gpv run of the same preset and data")
 
     def _dataset(self, store: SplitStore, tasks: list[str], indices: np.ndarray | None = None) -> GPVDataset:
         if indices is None:
@@ -368,6 +378,116 @@ class DetectorStage(_VisualStage):
         return {"tasks": table, "selection": table["ap50"]}
 
 
+class AlignmentStage(GPVStage):
+    """Stage "align": detection posed as phrase grounding, between the backbone warm-up (or the detector) and
+    GPV. GPV's own visual encoder, region descriptor and text encoder are trained together: each DETR query
+    predicts a box and objectness (the 2-way head GPV adds to relevance), and its region descriptor is
+    scored against the text encoder's reading of every training category named in a Table 4 localization
+    prompt (`model.phrase_grounding`'s RegionPhraseScore, a sigmoid focal loss: the matched category is
+    positive, every other category and every unmatched query negative). The images are the split's train
+    images with their localization boxes (COCO-SCE has no H_cls,loc boxes there), and only the categories
+    that have boxes are named. The checkpoint is a whole GPV checkpoint (co-attention and heads as
+    initialised) that the GPV stage starts from through `train.init_from`."""
+
+    PHRASE_WEIGHT = 2.0     # the focal term's weight in grounded detectors (as Deformable DETR's class term)
+
+    def __init__(self, cfg: RunConfig, data_dir: Path, device: torch.device):
+        import types
+
+        from gpvcli.data import categories as cats
+        from gpvcli.data.prompts import LOCALIZATION_PROMPTS
+        from gpvcli.model.gpv import build_model
+        from gpvcli.model.text import build_tokenizer
+
+        if not cfg.model.phrase_grounding:
+            raise GPVError("the align stage trains the region-phrase score", hint="add --set model.phrase_grounding=true")
+        self.cfg, self.device = cfg, device
+        self.vocab = Vocab.load(data_dir / "vocab.json")
+        self.tokenizer = build_tokenizer(cfg.model.text, data_dir / "query_vocab.txt")
+        self.model = build_model(cfg.model, self.vocab).to(device)
+        self.features = None
+        label_of = {c.id: k for k, c in enumerate(cats.categories())}
+        image_size = tuple(cfg.model.visual.image_size)
+        self.train_store = SplitStore(data_dir / "train.h5")
+        self.val_store = SplitStore(data_dir / "val.h5")
+        self.train_set = DetectionDataset(self.train_store, label_of, image_size)
+        val = DetectionDataset(self.val_store, label_of, image_size)
+        keep = np.random.default_rng(cfg.train.seed).permutation(len(val))[:cfg.train.val_samples]
+        self.val_set = torch.utils.data.Subset(val, np.sort(keep).tolist())
+        self.collate = DetectionDataset.collate
+        named = sorted({int(k) for _, labels in self.train_set.targets for k in labels.tolist()})
+        self.phrase_of = torch.full((len(label_of),), -1, dtype=torch.long)
+        self.phrase_of[named] = torch.arange(len(named))
+        names = [cats.categories()[k].name for k in named]
+        self.prompts = [[t.replace("[OBJECT]", n) for n in names] for t in LOCALIZATION_PROMPTS]
+        self.criterion = types.SimpleNamespace(weights={**cfg.train.box_weights, "loss_phrase": self.PHRASE_WEIGHT})
+
+    def set_visual_frozen(self, frozen: bool, cache_dir: Path, dist, show_progress: bool) -> None:
+        if frozen:
+            raise GPVError("the align stage trains the visual encoder: set train.frozen_visual_epochs=0")
+
+    def phrases(self, template: int) -> torch.Tensor:
+        """The text encoder's mean token of every named category in Table 4 localization prompt `template`:
+        (P, D)."""
+        from gpvcli.model.heads import mean_tokens
+
+        enc = self.tokenizer(self.prompts[template], padding=True, return_tensors="pt")
+        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        return mean_tokens(self.model.text(ids, mask), mask)
+
+    def scores(self, images: torch.Tensor, template: int) -> tuple[dict, torch.Tensor]:
+        """The visual encoder's outputs and the region-phrase logits (B, Q, P)."""
+        out = self.model.visual(images)
+        regions = self.model.regions(out["roi"], out["states"])                       # (B,Q,D)
+        return out, self.model.phrase_score(regions, self.phrases(template))
+
+    def loss(self, model: nn.Module, batch: dict, num_boxes: float | None) -> dict:
+        from gpvcli.train.losses import box_losses, phrase_targets, sigmoid_focal_loss
+        from gpvcli.train.matcher import hungarian_match
+
+        t = self.cfg.train
+        template = int(torch.randint(len(self.prompts), ()))
+        out, logits = self.scores(batch["images"].to(self.device), template)
+        targets = [{"boxes": b.to(self.device), "labels": torch.zeros(len(b), dtype=torch.long, device=self.device)}
+                   for b in batch["boxes"]]
+        indices = hungarian_match(out["objectness"], out["boxes"], targets, cost_class=t.cost_class,
+                                  cost_bbox=t.cost_bbox, cost_giou=t.cost_giou)
+        terms = box_losses(out["objectness"], out["boxes"], targets, indices, no_object_weight=t.no_object_weight,
+                           num_classes=1, num_boxes=num_boxes)
+        hits = phrase_targets(indices, batch["labels"], self.phrase_of, logits.shape).to(self.device)
+        n = max(1.0, float(num_boxes if num_boxes is not None else sum(len(b) for b in batch["boxes"])))
+        terms["loss_phrase"] = sigmoid_focal_loss(logits.float(), hits) / n
+        terms["loss"] = sum(self.criterion.weights[k] * v for k, v in terms.items())
+        return terms
+
+    @torch.no_grad()
+    def validate(self, show_progress: bool = False) -> dict:
+        """Mean per-(image, named category) AP@0.5 of the boxes ranked by objectness log-odds plus the
+        region-phrase logit of the category in the first localization prompt ("ap50", the selection: the
+        relevance GPV starts from), and class-agnostic AP@0.5 by objectness ("ap50_agnostic")."""
+        from gpvcli import boxes as box_ops
+        from gpvcli.eval.metrics import localization_ap
+
+        self.model.eval()
+        loader = DataLoader(self.val_set, batch_size=self.cfg.train.val_batch_size, collate_fn=self.collate)
+        aware, agnostic = [], []
+        for batch in loader:
+            out, logits = self.scores(batch["images"].to(self.device), 0)
+            obj = out["objectness"].float().log_softmax(-1).cpu()                        # (B, Q, 2)
+            logits = logits.float().cpu() + (obj[..., 0] - obj[..., 1])[..., None]     # (B, Q, P)
+            pred = box_ops.cxcywh_to_xyxy(out["boxes"].float().cpu())
+            for b, (gt, labels) in enumerate(zip(batch["boxes"], batch["labels"])):
+                gt_xyxy = box_ops.cxcywh_to_xyxy(gt)
+                agnostic.append(localization_ap(pred[b], obj[b, :, 0].exp(), gt_xyxy))
+                for c in labels.unique().tolist():
+                    if self.phrase_of[c] >= 0:
+                        aware.append(localization_ap(pred[b], logits[b, :, self.phrase_of[c]], gt_xyxy[labels == c]))
+        self.model.train()
+        table = {"ap50": float(np.mean(aware)) if aware else 0.0,
+                 "ap50_agnostic": float(np.mean(agnostic)) if agnostic else 0.0}
+        return {"tasks": table, "selection": table["ap50"]}
+
+
 class DetectionDataset(torch.utils.data.Dataset):
     """Images of a split with every localization box as a detection target:
     image (3, H, W), boxes (N, 4) normalized cxcywh, labels (N,) contiguous category index."""
@@ -464,7 +584,8 @@ def train(run_dir: str | Path, *, config: str = "tiny", data_dir: str | Path | N
         if t.threads:
             torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)
-        stage_cls = {"gpv": GPVStage, "detector": DetectorStage, "classifier": CropClassifierStage}[t.stage]
+        stage_cls = {"gpv": GPVStage, "align": AlignmentStage, "detector": DetectorStage,
+                     "classifier": CropClassifierStage}[t.stage]
         stage = stage_cls(cfg, data_dir, dist.device)
         if dist.main:
             run_dir.mkdir(parents=True, exist_ok=True)
