@@ -157,3 +157,38 @@ def test_evaluate_measures_dependence_of_a_stand_in(reads, tiny_run, tiny_world,
         assert vqa["dependence"] == pytest.approx(np.mean(expected), abs=1e-9) and vqa["dependence"] > 0
     else:
         assert vqa["dependence"] == 0.0 and vqa["within_noise"]
+
+
+def test_report_shows_the_checks_of_the_same_checkpoint(tiny_run, tiny_world, tmp_path):
+    import shutil
+
+    from gpvcli.viz.report import build_report
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("eval", "report.html"))
+    page = build_report(run, n=1).read_text()
+    assert "Grounding checks:</b> not measured" in page
+    result = evaluate(run, split="test", tasks=["loc", "cls"], show_progress=False)
+    page = build_report(run, n=1).read_text()
+    for task in ("loc", "cls"):
+        g = result["tasks"][task]["grounding"]
+        assert f"<td>{task}</td><td>{g['swap']}</td><td>{g['n']}</td><td>{g['true']:.3f}</td>" in page
+    saved = run / "eval" / "test" / "metrics.json"
+    saved.write_text(saved.read_text().replace(result["protocol"]["checkpoint_sha256"], "0" * 64))
+    assert "not measured" in build_report(run, n=1).read_text()     # the checks were of another checkpoint
+
+
+def test_ablation_tables_carry_the_dependence():
+    from test_ablate import fake_result
+
+    from gpvcli.ablate import tables
+    from gpvcli.ablate.variants import Variant
+
+    checked, unchecked = Variant(("vqa",)), Variant(("vqa", "cap"))
+    results = {v.name: fake_result(v, {t: (0.5, 0.1) for t in v.tasks}) for v in (checked, unchecked)}
+    results[checked.name]["metrics"]["vqa"]["grounding"] = {"dependence": 0.071}
+    header, rows = tables.cell_texts(tables.build_table("tasks", results), "markdown")
+    column = header.index("VQA dep.") + 1
+    by_label = {r[0]: r for r in rows}
+    assert by_label["[a] GPV-I-VQA"][column] == "7.1"     # on the VQA scale (percent), unmarked (one value)
+    assert by_label["[e] GPV-I-VQA+Cap"][column] == "-" and by_label["[b] GPV-I-Cap"][column] == "-"

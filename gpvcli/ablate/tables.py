@@ -5,6 +5,8 @@ A table is plain data (saved in ablation.json):
      "info": {name: text}, "cells": [stat | None], "marks": ["best" | "second" | None]}]}
 stat = {"mean", "std", "n"} on the paper's scale (VQA, Loc, Cls in %, Cap CIDEr-D as is); std is the
 sample standard deviation over seeds (0 with one seed); None where the variant does not do that task.
+Each table ends with one "dep." column per task: the grounding check of `gpv evaluate` (the score minus
+the score with the task's image or query swapped; None where a result has no check).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from gpvcli.ablate.variants import STUDIES, TASK_ORDER, Variant, tasks_label
 from gpvcli.data import categories as cats
 
 COLUMN_NAMES = {"all": "Test", "seen": "Seen", "unseen": "Unseen"}
+DEPENDENCE = "dependence"
 SHORT_NAMES = {"vqa": "VQA", "cap": "Cap.", "loc": "Loc.", "cls": "Class."}
 
 
@@ -36,11 +39,17 @@ def stat(values: list[float]) -> dict | None:
 
 
 def metric_stat(runs: list[dict], task: str, column: str = "all", group: str | None = None) -> dict | None:
-    """Mean ± std over seeds of a task metric (column all/seen/unseen, or a category group's mean)."""
+    """Mean ± std over seeds of a task metric (column all/seen/unseen/dependence, or a category group's
+    mean)."""
     values = []
     for r in runs:
         row = r["metrics"].get(task)
-        value = None if row is None else row["groups"][group] if group else row[column]
+        if row is None:
+            value = None
+        elif column == DEPENDENCE:
+            value = (row.get("grounding") or {}).get(DEPENDENCE)
+        else:
+            value = row["groups"][group] if group else row[column]
         if value is not None:
             values.append(value * scale(task))
     return stat(values)
@@ -87,6 +96,7 @@ def build_table(study: str, results: dict[str, dict], seeds: int = 1) -> dict:
     else:
         columns = [{"name": f"{SHORT_NAMES[task]} {COLUMN_NAMES[col]}", "task": task, "column": col}
                    for task in TASK_ORDER for col in COLUMN_NAMES]
+    columns += [{"name": f"{SHORT_NAMES[task]} dep.", "task": task, "column": DEPENDENCE} for task in TASK_ORDER]
     rows = []
     for label, variant in study_rows(study, results):
         runs = runs_of(variant, results)

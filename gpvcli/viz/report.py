@@ -6,7 +6,8 @@ checkpoint (the decoding and per-sample metric of `gpv evaluate`), and writes th
 (default RUN/report.html).
 
 The page: a header (run, checkpoint, data, split, seed), a legend, a per-task summary of the page's samples,
-then one section per image with one card per sample. A card shows the task, a seen/unseen tag, the
+the grounding checks of the run's `gpv evaluate` on that split when it has been evaluated with this
+checkpoint (each task's score with its image or query swapped, and the dependence), then one section per image with one card per sample. A card shows the task, a seen/unseen tag, the
 sample's score, the picture the model saw (the crop for cls) with its `top_k` most relevant boxes (solid,
 coloured, labelled with relevance) and, for loc/refexp, the ground-truth boxes (dashed black and white),
 the query, the model's answer and the ground truth (vqa: the answers with counts; cap: the image's reference
@@ -210,8 +211,27 @@ def summary_html(samples: list[dict], scores: dict[int, float]) -> str:
             f"<th>Mean</th></tr>{''.join(rows)}</table>")
 
 
+def grounding_html(evaluation: dict | None) -> str:
+    """The grounding checks of an evaluation's metrics.json (see gpvcli.eval.grounding), or how to get them."""
+    if evaluation is None:
+        return ('<p class="meta"><b>Grounding checks:</b> not measured for this checkpoint; '
+                "run <code>gpv evaluate RUN</code> on this split to add them.</p>")
+    rows = []
+    for task, row in evaluation["tasks"].items():
+        g = row.get("grounding")
+        if not g:
+            continue
+        verdict = "within noise of zero" if g["within_noise"] else "depends on it"
+        rows.append(f"<tr><td>{task}</td><td>{g['swap']}</td><td>{g['n']}</td><td>{g['true']:.3f}</td>"
+                    f"<td>{g['swapped']:.3f}</td><td>{g['dependence']:+.3f} ± {2 * g['se']:.3f}</td>"
+                    f"<td>{verdict}</td></tr>")
+    return ("<h2>Grounding checks (whole split, <code>gpv evaluate</code>)</h2>"
+            '<table class="summary"><tr><th>Task</th><th>Swapped input</th><th>Samples</th><th>True</th>'
+            f"<th>Swapped</th><th>Dependence ± 2 s.e.</th><th>Verdict</th></tr>{''.join(rows)}</table>")
+
+
 def render(*, store: SplitStore, rows: list[int], records: dict[int, dict], scores: dict[int, float],
-           top_k: int, header: dict[str, str]) -> str:
+           top_k: int, header: dict[str, str], evaluation: dict | None = None) -> str:
     """The whole page for image `rows` of `store`; `header` lines are shown as "key: value"."""
     e = html.escape
     by_row: dict[int, list[dict]] = {r: [] for r in rows}
@@ -237,8 +257,24 @@ def render(*, store: SplitStore, rows: list[int], records: dict[int, dict], scor
         'with relevance · <span class="dashed">dashed</span> ground-truth boxes (loc, refexp) · '
         "cls pictures are the crop the model saw · cap scores use document frequencies of this page's "
         "captions</p>"
-        f"{summary_html(all_samples, scores)}{''.join(sections)}</main></body></html>\n"
+        f"{summary_html(all_samples, scores)}{grounding_html(evaluation)}{''.join(sections)}</main></body></html>\n"
     )
+
+
+def checkpoint_evaluation(checkpoint: Path, split: str) -> dict | None:
+    """The run's saved `gpv evaluate` result on `split` (RUN/eval/SPLIT/metrics.json) when it scored this
+    very checkpoint with the grounding checks, else None."""
+    from gpvcli.eval.evaluate import file_hash
+
+    path = checkpoint.parent / "eval" / split / "metrics.json"
+    if not path.is_file():
+        return None
+    result = io.read_json(path, "evaluation")
+    protocol = result.get("protocol", {})
+    if not protocol.get("grounding_checks") or \
+            protocol.get("checkpoint_sha256") != file_hash(checkpoint / "model.safetensors"):
+        return None
+    return result
 
 
 def build_report(run: str | Path, *, n: int = 10, split: str = "test", out: str | Path | None = None, seed: int = 0,
@@ -262,5 +298,6 @@ def build_report(run: str | Path, *, n: int = 10, split: str = "test", out: str 
     header = {"run": str(checkpoint.parent), "checkpoint": checkpoint.name, "data": str(data_dir),
               "split": f"{split} ({store.dataset})", "images": f"{len(rows)} of {len(np.unique(store.image))}, "
               f"seed {seed}", "samples": str(len(indices))}
-    page = render(store=store, rows=rows, records=records, scores=scores, top_k=top_k, header=header)
+    page = render(store=store, rows=rows, records=records, scores=scores, top_k=top_k, header=header,
+                  evaluation=checkpoint_evaluation(checkpoint, split))
     return io.write_text(Path(out) if out else checkpoint.parent / "report.html", page)
