@@ -113,9 +113,9 @@ def latest_run(root: str | Path = "runs") -> Path:
 def load(run_or_checkpoint: str | Path | None = None, *, device: str = "auto") -> GPVPredictor:
     """A predictor from a run folder (its best/ checkpoint, else last/) or a checkpoint folder;
     with None, the latest run under ./runs."""
+    from gpvcli.device import pick_device
     from gpvcli.eval.evaluate import resolve_checkpoint
     from gpvcli.model.checkpoint import load_model
-    from gpvcli.train.distributed import pick_device
 
     checkpoint = resolve_checkpoint(run_or_checkpoint if run_or_checkpoint is not None else latest_run())
     dev = pick_device(device)

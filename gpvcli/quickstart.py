@@ -33,7 +33,7 @@ def _finished(run: Path) -> bool:
 
 
 def _train(run: Path, data: Path, overrides: list[str], show_progress: bool) -> None:
-    from gpvcli.train.loop import train
+    from gpvcli.train.trainer import train
 
     if _finished(run):             # (which also restores a last/ interrupted mid-save)
         return

@@ -84,7 +84,7 @@ def tiny_world(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_world, tmp_path_factory) -> Path:
     """A run trained for two steps on `tiny_world` (enough to exercise everything downstream of train)."""
-    from gpvcli.train.loop import train
+    from gpvcli.train.trainer import train
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(run, data_dir=tiny_world["data"], overrides=FAST_TRAIN + ["train.max_steps=2"], show_progress=False)

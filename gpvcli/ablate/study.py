@@ -39,7 +39,7 @@ from gpvcli.ablate.variants import (
 from gpvcli.errors import GPVError
 from gpvcli.eval.evaluate import evaluate
 from gpvcli.train.config import load_run_config
-from gpvcli.train.loop import CONFIG_FILE, train
+from gpvcli.train.trainer import CONFIG_FILE, train
 
 RESULT_FILE = "result.json"
 DEFAULT_OUT = Path("runs/ablate")

@@ -23,8 +23,10 @@ from torch.utils.data import DataLoader
 from gpvcli import io
 from gpvcli.data.dataset import Collator, GPVDataset
 from gpvcli.data.store import SplitStore
+from gpvcli.device import pick_device
 from gpvcli.errors import GPVError
 from gpvcli.eval import runner
+from gpvcli.progress import progress_bar
 
 TOP_BOXES = 10
 
@@ -67,8 +69,6 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
     given); returns the metrics dict written to metrics.json."""
     from gpvcli import paths
     from gpvcli.model.checkpoint import load_model
-    from gpvcli.train.distributed import pick_device
-    from gpvcli.train.loop import progress_bar
 
     if split not in ("test", "val"):
         raise GPVError(f"unknown split {split!r}", hint="use test or val")

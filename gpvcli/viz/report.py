@@ -94,8 +94,8 @@ def decode(checkpoint: Path, store: SplitStore, indices: list[int], *, device: s
            batch_size: int = 32) -> tuple[dict[int, dict], dict[int, float]]:
     """Greedy predictions (`runner.predict` records, boxes normalized cxcywh sorted by relevance) and
     per-sample scores (`runner.sample_scores`) of store samples `indices`, both keyed by store index."""
+    from gpvcli.device import pick_device
     from gpvcli.model.checkpoint import load_model
-    from gpvcli.train.distributed import pick_device
 
     dev = pick_device(device)
     model, cfg, vocab, tokenizer = load_model(checkpoint, device=str(dev))
