@@ -23,6 +23,7 @@ from gpvcli.data.dataset import MAX_QUERY_TOKENS
 from gpvcli.data.images import load_image, to_rgb, to_tensor
 from gpvcli.data.prompts import CAPTION_PROMPTS, CLASSIFICATION_PROMPTS, TASKS
 from gpvcli.errors import GPVError
+from gpvcli.runs import latest_run, resolve_checkpoint
 
 _LOCATE = re.compile(r"^\s*(locate|find)\b", re.IGNORECASE)
 
@@ -99,22 +100,10 @@ class GPVPredictor:
                                   beam_size=beam_size)[0]
 
 
-def latest_run(root: str | Path = "runs") -> Path:
-    """The most recently written run folder under `root` that holds a checkpoint."""
-    root = Path(root)
-    runs = [p for p in root.glob("*") if (p / "best" / "model.safetensors").is_file()
-            or (p / "last" / "model.safetensors").is_file()] if root.is_dir() else []
-    if not runs:
-        raise GPVError(f"no trained run under {root}/", hint="train one with `gpv train` (or `gpv quickstart`), "
-                                                             "or pass --run / --checkpoint")
-    return max(runs, key=lambda p: max(f.stat().st_mtime for f in p.glob("*/model.safetensors")))
-
-
 def load(run_or_checkpoint: str | Path | None = None, *, device: str = "auto") -> GPVPredictor:
     """A predictor from a run folder (its best/ checkpoint, else last/) or a checkpoint folder;
     with None, the latest run under ./runs."""
     from gpvcli.device import pick_device
-    from gpvcli.eval.evaluate import resolve_checkpoint
     from gpvcli.model.checkpoint import load_model
 
     checkpoint = resolve_checkpoint(run_or_checkpoint if run_or_checkpoint is not None else latest_run())

@@ -41,6 +41,7 @@ HELD_FOR_TASK = {"vqa": cats.HELD_VQA_CAP, "cap": cats.HELD_VQA_CAP,
                  "loc": cats.HELD_CLS_LOC, "cls": cats.HELD_CLS_LOC, "refexp": cats.HELD_CLS_LOC}
 TASK_CODE = {t: i for i, t in enumerate(TASKS)}
 QUERY_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+STATS_FILE = "stats.json"          # written after every split file: its presence marks a complete folder
 
 
 class _Mentions:
@@ -328,9 +329,25 @@ def prepare(split: str = "sce", *, coco_dir: Path | None = None, out_dir: Path |
                "Test": task_counts(test), "Test Seen": task_counts(test, ~unseen),
                "Test Unseen": task_counts(test, unseen)}
     stats["rows"] = {task: {col: counts[task] for col, counts in columns.items()} for task in TASKS}
-    io.write_json(out_dir / "stats.json", stats)
+    io.write_json(out_dir / STATS_FILE, stats)
     io.write_json(out_dir / "meta.json", {"dataset": split, "coco_dir": str(coco_dir), "images_root": images_root,
                                           "seed": seed, "min_count": min_count,
                                           "image_split_file": str(image_split_file) if image_split_file else None,
                                           "seconds": round(time.perf_counter() - start, 2)})
     return stats
+
+
+def prepared_data(data_dir: str | Path | None = None, *, prepare_missing: bool = True,
+                  show_progress: bool = True) -> Path:
+    """The prepared data folder `data_dir` (resolved); without one, the default COCO-SCE folder
+    ($GPV_HOME/prepared/sce), prepared from the synthetic world on first use when `prepare_missing`."""
+    from gpvcli import paths
+
+    if data_dir is None:
+        data_dir = paths.default_prepared_dir("sce")
+        if prepare_missing and not (data_dir / STATS_FILE).is_file():
+            prepare("sce", out_dir=data_dir, show_progress=show_progress)
+    data_dir = Path(data_dir).resolve()
+    if not (data_dir / "train.h5").is_file():
+        raise GPVError(f"no prepared data in {data_dir}", hint="run `gpv prepare` or pass --data")
+    return data_dir

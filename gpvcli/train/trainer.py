@@ -1,15 +1,9 @@
 """`gpv train`: the training loop, checkpoints and resume, for any stage of `gpvcli.train.stages`.
 
-A run folder `runs/NAME/` holds:
-    config.yaml      the resolved run config (model + train), written when the run starts
-    metrics.jsonl    one JSON line per log step (every loss term unscaled and scaled, lr, samples/s)
-                     and per validation (the task metrics and the selection metric)
-    last/, best/     checkpoints: the model (safetensors + its config, vocab, tokenizer; for the detector
-                     and classifier stages visual.safetensors + visual_config.yaml, and the classifier's
-                     crop_head.safetensors), trainer.pt (optimizer, scheduler and RNG states, loaded with
-                     weights_only=True) and state.json (epoch, step, best metric)
-    features/        the visual feature cache of the frozen-visual epochs (when used)
-Everything is written atomically. `resume=True` continues from last/ and ends where an uninterrupted run
+The run folder's layout is owned by `gpvcli.runs`. metrics.jsonl gets one JSON line per log step (every loss term
+unscaled and scaled, lr, samples/s) and per validation (the task metrics and the selection metric); last/
+and best/ get the stage's weights (`Stage.save`), trainer.pt (optimizer, scheduler and RNG states, loaded
+with weights_only=True) and state.json (epoch, step, best metric). Everything is written atomically. `resume=True` continues from last/ and ends where an uninterrupted run
 would: the data order is a function of (seed, epoch), VQA targets of (seed, epoch, sample), and the
 RNG states are restored.
 """
@@ -26,8 +20,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from gpvcli import io
+from gpvcli import io, runs
 from gpvcli.config import to_dict
+from gpvcli.data.prepare import prepared_data
 from gpvcli.errors import GPVError, brief
 from gpvcli.progress import progress_bar
 from gpvcli.train import distributed
@@ -36,7 +31,6 @@ from gpvcli.train.losses import check_finite
 from gpvcli.train.sampling import make_batch_sampler
 from gpvcli.train.stages import STAGES, Stage, loader_generator
 
-CONFIG_FILE = "config.yaml"
 LR_OF_GROUP = {"backbone": "backbone_lr", "detr": "lr", "rest": "lr"}     # TrainConfig field of each group
 
 
@@ -44,17 +38,16 @@ LR_OF_GROUP = {"backbone": "backbone_lr", "detr": "lr", "rest": "lr"}     # Trai
 
 def resolve_config(run_dir: Path, *, config: str, overrides: list[str], resume: bool) -> RunConfig:
     """The run's config: saved in run_dir on resume, else the preset with overrides."""
-    saved = run_dir / CONFIG_FILE
-    for name in ("last", "best"):
-        io.restore_interrupted(run_dir / name)
+    saved = run_dir / runs.CONFIG
+    last = runs.restore_checkpoints(run_dir)
     if resume:
-        if not (run_dir / "last").is_dir() or not saved.is_file():
+        if not last.is_dir() or not saved.is_file():
             raise GPVError(f"nothing to resume in {run_dir} (no last/ checkpoint)", hint="start it without --resume")
         if overrides:
             raise GPVError("--resume continues the saved config; it takes no --set/--tasks/--stage",
                            hint=f"edit {saved} if you must change it")
         return load_run_config(saved)
-    if (run_dir / "last").exists():
+    if last.exists():
         raise GPVError(f"run folder {run_dir} already holds a run", hint="add --resume, or choose another --run")
     return load_run_config(config, overrides)
 
@@ -62,22 +55,12 @@ def resolve_config(run_dir: Path, *, config: str, overrides: list[str], resume: 
 def train(run_dir: str | Path, *, config: str = "tiny", data_dir: str | Path | None = None,
           overrides: list[str] | tuple[str, ...] = (), resume: bool = False, show_progress: bool = True) -> dict:
     """Train (or resume) a run; returns {"run_dir", "steps", "best", "last_validation"}."""
-    from gpvcli import paths
-
     run_dir = Path(run_dir)
     cfg = resolve_config(run_dir, config=config, overrides=list(overrides), resume=resume)
     t = cfg.train
     dist = distributed.setup(t.device)
     try:
-        if data_dir is None:
-            data_dir = paths.default_prepared_dir("sce")
-            if not (data_dir / "train.h5").is_file() and not dist.enabled:
-                from gpvcli.data.prepare import prepare
-
-                prepare("sce", out_dir=data_dir, show_progress=show_progress)
-        data_dir = Path(data_dir)
-        if not (data_dir / "train.h5").is_file():
-            raise GPVError(f"no prepared data in {data_dir}", hint="run `gpv prepare` or pass --data")
+        data_dir = prepared_data(data_dir, prepare_missing=not dist.enabled, show_progress=show_progress)
         if t.threads:
             torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)
@@ -85,8 +68,8 @@ def train(run_dir: str | Path, *, config: str = "tiny", data_dir: str | Path | N
         if dist.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
-                io.write_text(run_dir / CONFIG_FILE, _yaml(cfg))
-                io.write_json(run_dir / "run.json", {"data_dir": str(data_dir.resolve()), "stage": t.stage})
+                io.write_text(run_dir / runs.CONFIG, _yaml(cfg))
+                runs.write_record(run_dir, data_dir=data_dir, stage=t.stage)
         return Trainer(stage, cfg, run_dir, dist, show_progress).fit(resume)
     finally:
         distributed.cleanup(dist)
@@ -161,7 +144,7 @@ class Trainer:
 
     def fit(self, resume: bool) -> dict:
         if resume:
-            self.load("last")
+            self.load(runs.LAST)
         last_val = None
         with progress_bar(self.show_progress) as progress:
             bar = progress.add_task(f"training {self.run_dir.name}", total=self.total_steps,
@@ -181,7 +164,7 @@ class Trainer:
         t = self.cfg.train
         epoch = self.state["epoch"]
         frozen = epoch < t.frozen_visual_epochs
-        self.stage.start_epoch(epoch, frozen_visual=frozen, cache_dir=self.run_dir / "features", dist=self.dist,
+        self.stage.start_epoch(epoch, frozen_visual=frozen, cache_dir=self.run_dir / runs.FEATURES, dist=self.dist,
                                show_progress=self.show_progress)
         self.model.train()
         tick, seen = time.perf_counter(), 0
@@ -232,7 +215,7 @@ class Trainer:
         if step % t.log_every == 0 or step == self.total_steps:
             self.log_step(terms, epoch, rate)
         if t.save_every and step % t.save_every == 0 and step < self.total_steps:
-            self.save("last")
+            self.save(runs.LAST)
 
     def num_boxes(self, batch: dict) -> float | None:
         """Ground-truth boxes of this micro-batch over all ranks, per rank (DETR's normalization)."""
@@ -266,9 +249,9 @@ class Trainer:
         improved = result is not None and (self.state["best"] is None or result["selection"] > self.state["best"])
         if improved:
             self.state["best"] = result["selection"]
-        self.save("last")
+        self.save(runs.LAST)
         if improved:
-            self.save("best")
+            self.save(runs.BEST)
         distributed.barrier(self.dist)
         return result
 
@@ -278,10 +261,10 @@ class Trainer:
             return
         with io.atomic_dir(self.run_dir / name) as tmp:
             self.stage.save(tmp)
-            with io.atomic_path(tmp / "trainer.pt") as f:
+            with io.atomic_path(tmp / runs.TRAINER_STATE) as f:
                 torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                             "rng": rng_state()}, f)
-            io.write_json(tmp / "state.json", self.state)
+            io.write_json(tmp / runs.STATE, self.state)
 
     def load(self, name: str) -> None:
         folder = self.run_dir / name
@@ -294,7 +277,7 @@ class Trainer:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")      # torch's note on the pickle protocol of a foreign file
-                trainer = torch.load(folder / "trainer.pt", map_location="cpu", weights_only=True)
+                trainer = torch.load(folder / runs.TRAINER_STATE, map_location="cpu", weights_only=True)
             self.optimizer.load_state_dict(trainer["optimizer"])
             self.scheduler.load_state_dict(trainer["scheduler"])
             set_rng_state(trainer["rng"])
@@ -302,13 +285,13 @@ class Trainer:
             raise GPVError(f"cannot resume from {folder}: trainer.pt is not this run's trainer state "
                            f"({type(e).__name__}; only tensors and plain data are read from it)",
                            hint=hint) from e
-        self.state = io.read_json(folder / "state.json", "checkpoint state")
+        self.state = io.read_json(folder / runs.STATE, "checkpoint state")
         self.drop_metrics_after(self.state["step"])
 
     def drop_metrics_after(self, step: int) -> None:
         """Forget metrics.jsonl records of steps after the checkpoint (the resumed run logs them again)
         and a last line cut short by a kill."""
-        path = self.run_dir / "metrics.jsonl"
+        path = self.run_dir / runs.METRICS
         if not self.dist.main or not path.is_file():
             return
         lines = path.read_text().splitlines()
@@ -324,5 +307,5 @@ class Trainer:
 
     def log(self, record: dict) -> None:
         if self.dist.main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
+            with open(self.run_dir / runs.METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")

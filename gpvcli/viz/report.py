@@ -244,8 +244,7 @@ def render(*, store: SplitStore, rows: list[int], records: dict[int, dict], scor
 def build_report(run: str | Path, *, n: int = 10, split: str = "test", out: str | Path | None = None, seed: int = 0,
                  data_dir: str | Path | None = None, top_k: int = 5, device: str = "auto") -> Path:
     """Write the report of `n` seeded images of `split` for a run or checkpoint folder; returns its path."""
-    from gpvcli import paths
-    from gpvcli.eval.evaluate import resolve_checkpoint, run_data_dir
+    from gpvcli import runs
 
     if n < 1:
         raise GPVError(f"--n must be at least 1 (got {n})")
@@ -253,8 +252,8 @@ def build_report(run: str | Path, *, n: int = 10, split: str = "test", out: str 
         raise GPVError(f"--top-k must be 0 or more (got {top_k})")
     if split not in ("train", "val", "test"):
         raise GPVError(f"unknown split {split!r}", hint="use test, val or train")
-    checkpoint = resolve_checkpoint(run)
-    data_dir = Path(data_dir) if data_dir else run_data_dir(checkpoint) or paths.default_prepared_dir("sce")
+    checkpoint = runs.resolve_checkpoint(run)
+    data_dir = runs.data_of(checkpoint, data_dir)
     store = SplitStore(data_dir / f"{split}.h5")
     rows = pick_images(store, n, seed)
     indices = np.flatnonzero(np.isin(store.image, rows)).tolist()
@@ -263,4 +262,4 @@ def build_report(run: str | Path, *, n: int = 10, split: str = "test", out: str 
               "split": f"{split} ({store.dataset})", "images": f"{len(rows)} of {len(np.unique(store.image))}, "
               f"seed {seed}", "samples": str(len(indices))}
     page = render(store=store, rows=rows, records=records, scores=scores, top_k=top_k, header=header)
-    return io.write_text(Path(out) if out else checkpoint.parent / "report.html", page)
+    return io.write_text(Path(out) if out else checkpoint.parent / runs.REPORT, page)
