@@ -62,6 +62,7 @@ from gpvcli import io
 from gpvcli.data import categories as cats
 from gpvcli.data.synth_render import COLOUR_NAMES, Sprite, render
 from gpvcli.errors import GPVError
+from gpvcli.progress import progress_bar
 
 SPLITS = ("train2014", "val2014")
 JPEG_QUALITY = 92
@@ -657,13 +658,8 @@ def _record_counts(files: dict[str, dict]) -> dict[str, int]:
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int):
     """Yield an `advance()` callable that moves a rich progress bar (a no-op when disabled)."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import Progress
-
-    with Progress() as bar:
-        task = bar.add_task("rendering images", total=total)
+    with progress_bar(enabled) as bar:
+        task = bar.add_task("rendering images", total=total, info="")
         yield lambda: bar.advance(task)
 
 
