@@ -39,7 +39,7 @@ def _train(run: Path, data: Path, overrides: list[str], show_progress: bool) -> 
 
 def quickstart(*, runs: Path = Path("runs/quickstart"), budget: float = 1.0, show_progress: bool = True) -> dict:
     """Run the pipeline; returns {"data", "classifier", "detector", "gpv", "metrics", "examples", "picture"}."""
-    from gpvcli.data.prepare import prepared_data
+    from gpvcli.default_data import prepared_data
     from gpvcli.eval.evaluate import evaluate
 
     data = prepared_data(show_progress=show_progress)

@@ -73,7 +73,7 @@ FAST_TRAIN = ["train.batch_size=8", "train.val_samples=16", "train.val_batch_siz
 def tiny_world(tmp_path_factory) -> dict:
     """A small synthetic world and its COCO-SCE preparation, shared by the tests of a session."""
     from gpvcli.data.prepare import prepare
-    from gpvcli.data.synth import generate
+    from gpvcli.synth.world import generate
 
     root = tmp_path_factory.mktemp("world")
     generate(root / "coco", train_images=40, val_images=16, seed=0)

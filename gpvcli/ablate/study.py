@@ -36,7 +36,7 @@ from gpvcli.ablate.variants import (
     steps_for,
     study_variants,
 )
-from gpvcli.data.prepare import prepared_data
+from gpvcli.default_data import prepared_data
 from gpvcli.errors import GPVError
 from gpvcli.eval.evaluate import evaluate
 from gpvcli.train.config import load_run_config

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpvcli import io
+from gpvcli import io, paths
 from gpvcli.data import categories as cats
 from gpvcli.data import coco
 from gpvcli.data.prompts import CAPTION_PROMPTS, CLASSIFICATION_PROMPTS, LOCALIZATION_PROMPTS, PROMPTS, TASKS
@@ -265,22 +265,12 @@ def task_counts(samples: SampleTable, mask: np.ndarray | None = None) -> dict[st
     return dict(zip(TASKS, np.bincount(codes, minlength=len(TASKS)).tolist()))
 
 
-def prepare(split: str = "sce", *, coco_dir: Path | None = None, out_dir: Path | None = None, seed: int = 0,
-            min_count: int = 1, image_split_file: Path | None = None, show_progress: bool = False) -> dict:
-    """Build the prepared data of `split` ("coco" or "sce") into out_dir; returns the stats (Table 5).
-
-    With no coco_dir, the synthetic world in $GPV_HOME/synth is used (generated on first use).
-    """
-    from gpvcli import paths
-
+def prepare(split: str = "sce", *, coco_dir: Path, out_dir: Path | None = None, seed: int = 0,
+            min_count: int = 1, image_split_file: Path | None = None) -> dict:
+    """Build the prepared data of `split` ("coco" or "sce") from the COCO-format files in `coco_dir`
+    into out_dir (default $GPV_HOME/prepared/SPLIT); returns the stats (Table 5)."""
     if split not in SPLITS:
         raise GPVError(f"unknown split {split!r}", hint=f"use one of: {', '.join(SPLITS)}")
-    if coco_dir is None:
-        coco_dir = paths.default_synth_dir()
-        if not (coco_dir / "annotations").is_dir():
-            from gpvcli.data import synth
-
-            synth.generate(coco_dir, show_progress=show_progress)
     coco_dir = Path(coco_dir).resolve()
     out_dir = Path(out_dir) if out_dir is not None else paths.default_prepared_dir(split)
     coco.check_layout(coco_dir)
@@ -336,18 +326,3 @@ def prepare(split: str = "sce", *, coco_dir: Path | None = None, out_dir: Path |
                                           "seconds": round(time.perf_counter() - start, 2)})
     return stats
 
-
-def prepared_data(data_dir: str | Path | None = None, *, prepare_missing: bool = True,
-                  show_progress: bool = True) -> Path:
-    """The prepared data folder `data_dir` (resolved); without one, the default COCO-SCE folder
-    ($GPV_HOME/prepared/sce), prepared from the synthetic world on first use when `prepare_missing`."""
-    from gpvcli import paths
-
-    if data_dir is None:
-        data_dir = paths.default_prepared_dir("sce")
-        if prepare_missing and not (data_dir / STATS_FILE).is_file():
-            prepare("sce", out_dir=data_dir, show_progress=show_progress)
-    data_dir = Path(data_dir).resolve()
-    if not (data_dir / "train.h5").is_file():
-        raise GPVError(f"no prepared data in {data_dir}", hint="run `gpv prepare` or pass --data")
-    return data_dir

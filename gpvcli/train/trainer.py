@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from gpvcli import io, runs
 from gpvcli.config import to_dict
-from gpvcli.data.prepare import prepared_data
+from gpvcli.default_data import prepared_data
 from gpvcli.errors import GPVError, brief
 from gpvcli.progress import progress_bar
 from gpvcli.train import distributed
