@@ -3,6 +3,7 @@ Every function draws from the numpy Generator passed in."""
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 import numpy as np
@@ -158,17 +159,6 @@ def captions(rng: np.random.Generator, objs: list[Obj], width: int, height: int)
 # --------------------------------------------------------------------------- questions
 
 
-QUESTION_TYPES = {  # question_type -> (answer_type, probability)
-    "is there a": ("yes/no", 0.14),
-    "are there": ("yes/no", 0.06),
-    "is the": ("yes/no", 0.10),
-    "how many": ("number", 0.20),
-    "what color is the": ("other", 0.18),
-    "what is the": ("other", 0.16),
-    "what is": ("other", 0.16),
-}
-
-
 def _absent(rng: np.random.Generator, present: set[str]) -> str:
     """A category not in `present`, drawn with the scene frequencies."""
     names = [c.name for c in cats.categories()]
@@ -184,60 +174,97 @@ def _nearest(objs: list[Obj], ref: Obj, direction: str) -> Obj | None:
     return objs[cands[0][1]]
 
 
-def question(rng: np.random.Generator, qtype: str, objs: list[Obj]) -> tuple[str, str, list[str], str] | None:
-    """(question, right answer, synonyms of the answer, topic) of type `qtype`, or None when the
-    scene has none. Questions with the same topic give each other away; an image asks one per topic."""
+# Each question template: (rng, objects) -> (question, right answer, synonyms of the answer, topic), or None
+# when the scene has none. Questions with the same topic give each other away; an image asks one per topic.
+Question = tuple[str, str, list[str], str]
+
+
+def _present(rng: np.random.Generator, objs: list[Obj], *, plural: bool) -> Question:
+    """'Is there a dog?' / 'Are there any dogs in the image?', about a present or (half the time) absent category."""
     count = Counter(o.category for o in objs)
-    unique = [o for o in objs if count[o.category] == 1]
-    if qtype in ("is there a", "are there"):
-        c = pick(rng, sorted(count)) if rng.random() < 0.5 else _absent(rng, set(count))
-        where = pick(rng, ["", " in the picture", " in the image", " in this photo"])
-        answer = "yes" if c in count else "no"
-        if qtype == "is there a":
-            return f"Is there {indefinite(noun(rng, c))}{where}?", answer, [], f"present {c}"
+    c = pick(rng, sorted(count)) if rng.random() < 0.5 else _absent(rng, set(count))
+    where = pick(rng, ["", " in the picture", " in the image", " in this photo"])
+    answer = "yes" if c in count else "no"
+    if plural:
         return f"Are there any {noun(rng, c, plural=True)}{where}?", answer, [], f"present {c}"
-    if qtype == "is the":
-        if not unique:
-            return None
-        o = pick(rng, unique)
-        asked = o.colour if rng.random() < 0.5 else pick(rng, [c for c in COLOUR_NAMES if c != o.colour])
-        return (f"Is the {noun(rng, o.category)} {asked}?", "yes" if asked == o.colour else "no", [],
-                f"colour {o.category}")
-    if qtype == "how many":
-        multi = sorted(c for c in count if count[c] > 1)
-        r = rng.random()
-        if r < 0.15:
-            c = _absent(rng, set(count))
-        else:
-            c = pick(rng, multi) if multi and r < 0.8 else pick(rng, sorted(count))
-        n = count.get(c, 0)
-        tail = pick(rng, ["are there", "are in the picture", "can you see", "are in the image"])
-        return f"How many {noun(rng, c, plural=True)} {tail}?", str(n), [NUMBER_WORDS[n]], f"count {c}"
-    if qtype == "what color is the":
-        if not unique:
-            return None
-        o = pick(rng, unique)
-        return (f"What color is the {noun(rng, o.category)}?", o.colour,
-                list(COLOUR_SYNONYMS.get(o.colour, ())), f"colour {o.category}")
-    if qtype == "what is the":
-        colours = Counter(o.colour for o in objs)
-        single = [o for o in objs if colours[o.colour] == 1]
-        if not single:
-            return None
-        o = pick(rng, single)
-        thing = pick(rng, ["object", "thing", "item"])
-        return f"What is the {o.colour} {thing}?", o.category, synonyms(o.category)[:3], f"which {o.colour}"
-    if qtype == "what is":
-        if not unique:
-            return None
-        ref = pick(rng, unique)
-        direction = pick(rng, ["to the left of", "to the right of", "above", "below"])
-        o = _nearest(objs, ref, direction)
-        if o is None or o.category == ref.category:
-            return None
-        return (f"What is {direction} the {noun(rng, ref.category)}?", o.category, synonyms(o.category)[:3],
-                f"{direction} {ref.category}")
-    raise ValueError(f"unknown question type {qtype!r}")
+    return f"Is there {indefinite(noun(rng, c))}{where}?", answer, [], f"present {c}"
+
+
+def _unique(objs: list[Obj]) -> list[Obj]:
+    """The objects that are the only one of their category."""
+    count = Counter(o.category for o in objs)
+    return [o for o in objs if count[o.category] == 1]
+
+
+def _is_colour(rng: np.random.Generator, objs: list[Obj]) -> Question | None:
+    """'Is the dog red?', right half the time."""
+    unique = _unique(objs)
+    if not unique:
+        return None
+    o = pick(rng, unique)
+    asked = o.colour if rng.random() < 0.5 else pick(rng, [c for c in COLOUR_NAMES if c != o.colour])
+    return (f"Is the {noun(rng, o.category)} {asked}?", "yes" if asked == o.colour else "no", [],
+            f"colour {o.category}")
+
+
+def _how_many(rng: np.random.Generator, objs: list[Obj]) -> Question:
+    """'How many dogs are there?', mostly of a category with several instances, sometimes of an absent one."""
+    count = Counter(o.category for o in objs)
+    multi = sorted(c for c in count if count[c] > 1)
+    r = rng.random()
+    if r < 0.15:
+        c = _absent(rng, set(count))
+    else:
+        c = pick(rng, multi) if multi and r < 0.8 else pick(rng, sorted(count))
+    n = count.get(c, 0)
+    tail = pick(rng, ["are there", "are in the picture", "can you see", "are in the image"])
+    return f"How many {noun(rng, c, plural=True)} {tail}?", str(n), [NUMBER_WORDS[n]], f"count {c}"
+
+
+def _what_colour(rng: np.random.Generator, objs: list[Obj]) -> Question | None:
+    """'What color is the dog?'"""
+    unique = _unique(objs)
+    if not unique:
+        return None
+    o = pick(rng, unique)
+    return (f"What color is the {noun(rng, o.category)}?", o.colour,
+            list(COLOUR_SYNONYMS.get(o.colour, ())), f"colour {o.category}")
+
+
+def _which_by_colour(rng: np.random.Generator, objs: list[Obj]) -> Question | None:
+    """'What is the red object?', about the only object of its colour."""
+    colours = Counter(o.colour for o in objs)
+    single = [o for o in objs if colours[o.colour] == 1]
+    if not single:
+        return None
+    o = pick(rng, single)
+    thing = pick(rng, ["object", "thing", "item"])
+    return f"What is the {o.colour} {thing}?", o.category, synonyms(o.category)[:3], f"which {o.colour}"
+
+
+def _which_by_place(rng: np.random.Generator, objs: list[Obj]) -> Question | None:
+    """'What is to the left of the bus?', when one object is clearly the nearest that way."""
+    unique = _unique(objs)
+    if not unique:
+        return None
+    ref = pick(rng, unique)
+    direction = pick(rng, ["to the left of", "to the right of", "above", "below"])
+    o = _nearest(objs, ref, direction)
+    if o is None or o.category == ref.category:
+        return None
+    return (f"What is {direction} the {noun(rng, ref.category)}?", o.category, synonyms(o.category)[:3],
+            f"{direction} {ref.category}")
+
+
+QUESTION_TYPES = {  # question_type -> (answer_type, probability, template)
+    "is there a": ("yes/no", 0.14, functools.partial(_present, plural=False)),
+    "are there": ("yes/no", 0.06, functools.partial(_present, plural=True)),
+    "is the": ("yes/no", 0.10, _is_colour),
+    "how many": ("number", 0.20, _how_many),
+    "what color is the": ("other", 0.18, _what_colour),
+    "what is the": ("other", 0.16, _which_by_colour),
+    "what is": ("other", 0.16, _which_by_place),
+}
 
 
 def answers(rng: np.random.Generator, answer_type: str, right: str, alternatives: list[str],
@@ -275,7 +302,7 @@ def questions(rng: np.random.Generator, objs: list[Obj]) -> list[dict]:
     wanted = int(rng.integers(3, 6))
     for _ in range(4 * wanted):
         qtype = types[weighted(rng, p)]
-        made = question(rng, qtype, objs)
+        made = QUESTION_TYPES[qtype][2](rng, objs)
         if made is None or made[3] in topics:
             continue
         text, right, alternatives, topic = made
