@@ -63,8 +63,7 @@ def examples_on_one_image(run: Path, data: Path, picture: Path) -> tuple[list[di
     from gpvcli import api
     from gpvcli.data.images import load_image
     from gpvcli.data.store import SplitStore
-    from gpvcli.io import atomic_path
-    from gpvcli.viz.draw import draw_prediction
+    from gpvcli.viz.draw import save_drawing
 
     store = SplitStore(data / "test.h5")
     tasks = store.tasks
@@ -75,7 +74,5 @@ def examples_on_one_image(run: Path, data: Path, picture: Path) -> tuple[list[di
     image = load_image(Path(store.images_root) / store.image_file[row])
     model = api.load(run)
     preds = model.predict_batch([image] * len(queries), queries, top_k=3)
-    drawn = draw_prediction(image, preds[0].boxes, preds[0].scores, f"{queries[0]} -> {preds[0].text}")
-    with atomic_path(picture) as tmp:
-        drawn.save(tmp, format="JPEG", quality=92)
+    save_drawing(image, preds[0].boxes, preds[0].scores, f"{queries[0]} -> {preds[0].text}", picture)
     return [{"query": q, **p.to_dict()} for q, p in zip(queries, preds)], picture
