@@ -4,13 +4,18 @@
     model = api.load("runs/tiny")                       # a run folder or a checkpoint folder
     out = model.predict("photo.jpg", "Locate dog.")     # out.text, out.boxes (pixel xyxy), out.scores
 
+Over files: `image_text_pairs("photos/", "What is this?")` (one image, a folder, or a JSONL of
+{"image", "text"} lines) and `model.predict_files(pairs)`, which yields (path, text, image, prediction).
+
 The task is inferred from the words (a Table 4 captioning / classification / localization prompt, else a
 question); pass `task=` to say it yourself.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +28,11 @@ from gpvcli.data.dataset import MAX_QUERY_TOKENS
 from gpvcli.data.images import load_image, to_rgb, to_tensor
 from gpvcli.data.prompts import CAPTION_PROMPTS, CLASSIFICATION_PROMPTS, TASKS
 from gpvcli.errors import GPVError
+from gpvcli.runs import latest_run, resolve_checkpoint
 
 _LOCATE = re.compile(r"^\s*(locate|find)\b", re.IGNORECASE)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+FILE_BATCH = 16             # images read and predicted together by `predict_files`
 
 
 def infer_task(text: str) -> str:
@@ -98,24 +106,72 @@ class GPVPredictor:
         return self.predict_batch([image], [text], tasks=[task] if task else None, top_k=top_k,
                                   beam_size=beam_size)[0]
 
+    def predict_files(self, pairs: list[tuple[Path, str]], *, task: str | None = None, top_k: int = 5,
+                      beam_size: int = 1) -> Iterator[tuple[Path, str, Image.Image, Prediction]]:
+        """(path, text, image, prediction) for each (image file, text) pair, in order, read and predicted
+        FILE_BATCH at a time."""
+        for start in range(0, len(pairs), FILE_BATCH):
+            chunk = pairs[start:start + FILE_BATCH]
+            images = [load_image(p) for p, _ in chunk]
+            preds = self.predict_batch(images, [t for _, t in chunk], tasks=[task] * len(chunk) if task else None,
+                                       top_k=top_k, beam_size=beam_size)
+            for (path, text), image, pred in zip(chunk, images, preds):
+                yield path, text, image, pred
 
-def latest_run(root: str | Path = "runs") -> Path:
-    """The most recently written run folder under `root` that holds a checkpoint."""
-    root = Path(root)
-    runs = [p for p in root.glob("*") if (p / "best" / "model.safetensors").is_file()
-            or (p / "last" / "model.safetensors").is_file()] if root.is_dir() else []
-    if not runs:
-        raise GPVError(f"no trained run under {root}/", hint="train one with `gpv train` (or `gpv quickstart`), "
-                                                             "or pass --run / --checkpoint")
-    return max(runs, key=lambda p: max(f.stat().st_mtime for f in p.glob("*/model.safetensors")))
+
+def image_text_pairs(source: str | Path, text: str | None = None) -> list[tuple[Path, str]]:
+    """(image, text) pairs: one image with `text`, every image of a folder with `text`, or the lines of a
+    JSONL file ({"image": path relative to the file or absolute, "text": ..., `text` when absent}).
+    Every image is checked to exist."""
+    source = Path(source)
+    if source.suffix == ".jsonl":
+        pairs = _jsonl_pairs(source, text)
+    elif text is None:
+        raise GPVError("give the task text after the image", hint='e.g. gpv predict img.jpg "Locate dog."')
+    elif source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise GPVError(f"no images in {source}",
+                           hint=f"give a folder of {', '.join(sorted(IMAGE_SUFFIXES))} files")
+        pairs = [(p, text) for p in files]
+    else:
+        pairs = [(source, text)]
+    missing = next((p for p, _ in pairs if not p.is_file()), None)
+    if missing is not None:
+        raise GPVError(f"image not found: {missing}", hint="check the path")
+    return pairs
+
+
+def _jsonl_pairs(path: Path, text: str | None) -> list[tuple[Path, str]]:
+    hint = 'write one {"image": "a.jpg", "text": "What is this?"} per line'
+    if not path.is_file():
+        raise GPVError(f"JSONL file not found: {path}", hint="check the path")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise GPVError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})", hint="save it as UTF-8")
+    pairs = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            image, query = Path(row["image"]), row.get("text") or text or ""
+            if not isinstance(query, str):
+                raise TypeError(query)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise GPVError(f"{path} line {n} is not a JSON object with an 'image' (and 'text') string", hint=hint)
+        pairs.append((image if image.is_absolute() else (path.parent / image).resolve(), query))
+    if not pairs:
+        raise GPVError(f"{path} has no lines", hint=hint)
+    return pairs
 
 
 def load(run_or_checkpoint: str | Path | None = None, *, device: str = "auto") -> GPVPredictor:
     """A predictor from a run folder (its best/ checkpoint, else last/) or a checkpoint folder;
     with None, the latest run under ./runs."""
-    from gpvcli.eval.evaluate import resolve_checkpoint
+    from gpvcli.device import pick_device
     from gpvcli.model.checkpoint import load_model
-    from gpvcli.train.distributed import pick_device
 
     checkpoint = resolve_checkpoint(run_or_checkpoint if run_or_checkpoint is not None else latest_run())
     dev = pick_device(device)

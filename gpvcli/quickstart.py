@@ -10,10 +10,9 @@ Every step resumes: rerunning after an interruption continues where it stopped.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from gpvcli import io, paths
+from gpvcli import runs
 
 # measured on 2 CPU cores (the whole quickstart: 16 min 51 s)
 CLASSIFIER_STEPS = 200    # batches of 64 crops: 1.8 min
@@ -22,42 +21,36 @@ GPV_STEPS = 1200          # batches of 32 samples: 9.1 min (then 1.4 min of test
 
 
 def _finished(run: Path) -> bool:
-    state = io.restore_interrupted(run / "last") / "state.json"
-    if not state.is_file():
-        return False
-    cfg = run / "config.yaml"
-    import yaml
+    from gpvcli.train.config import load_run_config
 
-    max_steps = yaml.safe_load(cfg.read_text())["train"]["max_steps"]
-    return json.loads(state.read_text())["step"] >= max_steps
+    steps = runs.steps_done(run)
+    return steps is not None and steps >= load_run_config(run / runs.CONFIG).train.max_steps
 
 
 def _train(run: Path, data: Path, overrides: list[str], show_progress: bool) -> None:
-    from gpvcli.train.loop import train
+    from gpvcli.train.trainer import train
 
     if _finished(run):             # (which also restores a last/ interrupted mid-save)
         return
-    resume = (run / "last").is_dir()
+    resume = (run / runs.LAST).is_dir()
     train(run, config="tiny", data_dir=data, overrides=[] if resume else overrides, resume=resume,
           show_progress=show_progress)
 
 
 def quickstart(*, runs: Path = Path("runs/quickstart"), budget: float = 1.0, show_progress: bool = True) -> dict:
     """Run the pipeline; returns {"data", "classifier", "detector", "gpv", "metrics", "examples", "picture"}."""
-    from gpvcli.data.prepare import prepare
+    from gpvcli.default_data import prepared_data
     from gpvcli.eval.evaluate import evaluate
 
-    data = paths.default_prepared_dir("sce")
-    if not (data / "stats.json").is_file():
-        prepare("sce", out_dir=data, show_progress=show_progress)
+    data = prepared_data(show_progress=show_progress)
     classifier = runs / "classifier"
     _train(classifier, data, ["train.stage=classifier", "train.batch_size=64",
                               f"train.max_steps={max(1, round(CLASSIFIER_STEPS * budget))}"], show_progress)
     detector = runs / "detector"
-    _train(detector, data, ["train.stage=detector", f"model.visual.pretrained={(classifier / 'last').resolve()}",
+    _train(detector, data, ["train.stage=detector", f"model.visual.pretrained={(classifier / runs.LAST).resolve()}",
                             f"train.max_steps={max(1, round(DETECTOR_STEPS * budget))}"], show_progress)
     gpv = runs / "gpv"
-    _train(gpv, data, [f"model.visual.pretrained={(detector / 'last').resolve()}",
+    _train(gpv, data, [f"model.visual.pretrained={(detector / runs.LAST).resolve()}",
                        f"train.max_steps={max(1, round(GPV_STEPS * budget))}"], show_progress)
     result = evaluate(gpv, split="test", show_progress=show_progress)
     examples, picture = examples_on_one_image(gpv, data, runs / "example.jpg")
@@ -70,8 +63,7 @@ def examples_on_one_image(run: Path, data: Path, picture: Path) -> tuple[list[di
     from gpvcli import api
     from gpvcli.data.images import load_image
     from gpvcli.data.store import SplitStore
-    from gpvcli.io import atomic_path
-    from gpvcli.viz.draw import draw_prediction
+    from gpvcli.viz.draw import save_drawing
 
     store = SplitStore(data / "test.h5")
     tasks = store.tasks
@@ -82,7 +74,5 @@ def examples_on_one_image(run: Path, data: Path, picture: Path) -> tuple[list[di
     image = load_image(Path(store.images_root) / store.image_file[row])
     model = api.load(run)
     preds = model.predict_batch([image] * len(queries), queries, top_k=3)
-    drawn = draw_prediction(image, preds[0].boxes, preds[0].scores, f"{queries[0]} -> {preds[0].text}")
-    with atomic_path(picture) as tmp:
-        drawn.save(tmp, format="JPEG", quality=92)
+    save_drawing(image, preds[0].boxes, preds[0].scores, f"{queries[0]} -> {preds[0].text}", picture)
     return [{"query": q, **p.to_dict()} for q, p in zip(queries, preds)], picture

@@ -73,7 +73,7 @@ FAST_TRAIN = ["train.batch_size=8", "train.val_samples=16", "train.val_batch_siz
 def tiny_world(tmp_path_factory) -> dict:
     """A small synthetic world and its COCO-SCE preparation, shared by the tests of a session."""
     from gpvcli.data.prepare import prepare
-    from gpvcli.data.synth import generate
+    from gpvcli.synth.world import generate
 
     root = tmp_path_factory.mktemp("world")
     generate(root / "coco", train_images=40, val_images=16, seed=0)
@@ -84,7 +84,7 @@ def tiny_world(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_world, tmp_path_factory) -> Path:
     """A run trained for two steps on `tiny_world` (enough to exercise everything downstream of train)."""
-    from gpvcli.train.loop import train
+    from gpvcli.train.trainer import train
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(run, data_dir=tiny_world["data"], overrides=FAST_TRAIN + ["train.max_steps=2"], show_progress=False)

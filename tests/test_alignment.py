@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import FAST_TRAIN
 from safetensors.torch import load_file
 
-from conftest import FAST_TRAIN
 from gpvcli.errors import GPVError
 from gpvcli.model.heads import RegionPhraseScore, RelevanceHead, mean_tokens
 from gpvcli.train.losses import phrase_targets, sigmoid_focal_loss
-from gpvcli.train.loop import train
+from gpvcli.train.trainer import train
 
 
 def test_focal_loss_by_hand_and_against_binary_cross_entropy():

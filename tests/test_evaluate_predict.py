@@ -11,7 +11,8 @@ from gpvcli import api
 from gpvcli.cli.app import app
 from gpvcli.data.store import SplitStore
 from gpvcli.errors import GPVError
-from gpvcli.eval.evaluate import evaluate, resolve_checkpoint, table1_row
+from gpvcli.eval.evaluate import evaluate, table1_row
+from gpvcli.runs import resolve_checkpoint
 
 runner = CliRunner()
 

@@ -116,7 +116,7 @@ class StandIn:
 
 @pytest.mark.parametrize("reads", [True, False])
 def test_evaluate_measures_dependence_of_a_stand_in(reads, tiny_run, tiny_world, test_store, tmp_path, monkeypatch):
-    import gpvcli.model.checkpoint as checkpoint
+    from gpvcli.model import checkpoint
 
     real = checkpoint.load_model
 

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from gpvcli.ablate import study
 from gpvcli.data.prepare import prepare
-from gpvcli.train.loop import train
+from gpvcli.train.trainer import train
 
 SEED = 20240601
 ATTEMPTS = 3            # a kill that comes after the command finished is tried again with the next seed

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def built(tiny_world, tmp_path_factory) -> dict:
     """A 2-step run and its report (2 images, seed 1), written through the CLI command."""
-    from gpvcli.train.loop import train
+    from gpvcli.train.trainer import train
 
     run = tmp_path_factory.mktemp("report") / "run"
     train(run, data_dir=tiny_world["data"], overrides=FAST_TRAIN + ["train.max_steps=2"], show_progress=False)

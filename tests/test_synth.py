@@ -10,9 +10,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gpvcli.data import categories as cats
-from gpvcli.data import synth, synth_render
 from gpvcli.data.text import mentions_in
 from gpvcli.errors import GPVError
+from gpvcli.synth import render as synth_render
+from gpvcli.synth import scene, text
+from gpvcli.synth import world as synth
 
 SPLITS = ("train2014", "val2014")
 
@@ -119,7 +121,7 @@ def test_questions_and_answers(world):
             assert set(a) == {"question_type", "multiple_choice_answer", "answers", "image_id", "answer_type",
                               "question_id"}
             assert q["question"].lower().startswith(a["question_type"])
-            assert a["answer_type"] == synth.QUESTION_TYPES[a["question_type"]][0]
+            assert a["answer_type"] == text.QUESTION_TYPES[a["question_type"]][0]
             assert [x["answer_id"] for x in a["answers"]] == list(range(1, 11))
             assert {x["answer_confidence"] for x in a["answers"]} <= {"yes", "maybe", "no"}
             votes = Counter(x["answer"] for x in a["answers"])
@@ -132,15 +134,15 @@ def test_question_mix_is_balanced():
     rng = np.random.default_rng(0)
     made = []
     for _ in range(150):
-        sprites = synth.layout(rng, 128, 96)
-        objs = [synth.Obj(cats.categories()[s.category_index].name, s.colour,
+        sprites = scene.layout(rng, 128, 96)
+        objs = [scene.Obj(cats.categories()[s.category_index].name, s.colour,
                           (s.x0, s.y0, s.x0 + s.w, s.y0 + s.h)) for s in sprites]
-        made += synth.questions(rng, objs)
+        made += text.questions(rng, objs)
     yes_no = Counter(q["multiple_choice_answer"] for q in made if q["answer_type"] == "yes/no")
     assert 0.4 < yes_no["yes"] / sum(yes_no.values()) < 0.6
     numbers = Counter(q["multiple_choice_answer"] for q in made if q["answer_type"] == "number")
     assert len(numbers) >= 4 and max(numbers.values()) / sum(numbers.values()) < 0.45
-    assert {q["question_type"] for q in made} == set(synth.QUESTION_TYPES)
+    assert {q["question_type"] for q in made} == set(text.QUESTION_TYPES)
 
 
 def test_referring_expressions(world):
@@ -176,8 +178,8 @@ def test_baselines_are_low_on_a_moderate_world(tmp_path):
 def test_layout_sizes_and_looks():
     rng = np.random.default_rng(1)
     for _ in range(50):
-        sprites = synth.layout(rng, 128, 96)
-        assert 3 <= len(sprites) <= synth.MAX_OBJECTS
+        sprites = scene.layout(rng, 128, 96)
+        assert 3 <= len(sprites) <= scene.MAX_OBJECTS
         for s in sprites:
             assert 16 <= max(s.w, s.h) <= 48 and s.x0 + s.w <= 128 and s.y0 + s.h <= 96
     assert len({synth_render.look(i) for i in range(80)}) == 80

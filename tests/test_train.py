@@ -18,7 +18,7 @@ from gpvcli.config import from_dict
 from gpvcli.errors import GPVError
 from gpvcli.model.feature_cache import FeatureCache
 from gpvcli.model.visual import VisualConfig, build_visual
-from gpvcli.train.loop import lr_lambda, train
+from gpvcli.train.trainer import lr_lambda, train
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
@@ -126,8 +126,8 @@ def test_detector_stage_feeds_gpv(tiny_world, tmp_path):
 def test_crop_classifier_stage_feeds_the_detector(tiny_world, tmp_path):
     """The backbone warm-up learns only the CNN (and its head), validates crop accuracy, resumes exactly,
     and its last/ is a visual checkpoint whose backbone the detector starts from."""
+    from gpvcli.data.pretrain import CropDataset
     from gpvcli.data.store import SplitStore
-    from gpvcli.train.loop import CropDataset
 
     store = SplitStore(tiny_world["data"] / "train.h5")
     crops = CropDataset(store, {c: c for c in set(store.category_id.tolist())}, (96, 128))
@@ -189,11 +189,11 @@ def test_accumulation_and_bf16_autocast_run(tiny_world, tmp_path):
 
 
 def test_non_finite_loss_stops_the_run(tiny_world, tmp_path, monkeypatch):
-    from gpvcli.train import loop
+    from gpvcli.train import stages
 
     def nan_loss(self, model, batch, num_boxes):
         return {"loss_vqa": torch.tensor(float("nan"), requires_grad=True),
                 "loss": torch.tensor(float("nan"), requires_grad=True)}
-    monkeypatch.setattr(loop.GPVStage, "loss", nan_loss)
+    monkeypatch.setattr(stages.GPVStage, "loss", nan_loss)
     with pytest.raises(GPVError, match="loss_vqa is nan at step 0"):
         train(tmp_path / "nan", data_dir=tiny_world["data"], overrides=FAST_TRAIN, show_progress=False)

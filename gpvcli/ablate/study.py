@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gpvcli import io
+from gpvcli import io, runs
 from gpvcli.ablate import findings, tables
 from gpvcli.ablate.variants import (
     STUDY_NAMES,
@@ -36,32 +36,17 @@ from gpvcli.ablate.variants import (
     steps_for,
     study_variants,
 )
+from gpvcli.default_data import prepared_data
 from gpvcli.errors import GPVError
 from gpvcli.eval.evaluate import evaluate
 from gpvcli.train.config import load_run_config
-from gpvcli.train.loop import CONFIG_FILE, train
+from gpvcli.train.trainer import train
 
 RESULT_FILE = "result.json"
 DEFAULT_OUT = Path("runs/ablate")
 # Test samples scored per task (the first ones of each task in the prepared test split: the same fixed
 # subset for every variant); 0 scores the whole split.
 EVAL_SAMPLES = 300
-
-
-def ensure_data(data_dir: str | Path | None, show_progress: bool = True) -> Path:
-    """The prepared data folder; the default one is prepared on first use."""
-    from gpvcli import paths
-
-    if data_dir is None:
-        data_dir = paths.default_prepared_dir("sce")
-        if not (data_dir / "train.h5").is_file():
-            from gpvcli.data.prepare import prepare
-
-            prepare("sce", out_dir=data_dir, show_progress=show_progress)
-    data_dir = Path(data_dir).resolve()
-    if not (data_dir / "train.h5").is_file():
-        raise GPVError(f"no prepared data in {data_dir}", hint="run `gpv prepare` or pass --data")
-    return data_dir
 
 
 def study_settings(*, config: str, data_dir: Path, budget: float, sets: list[str], eval_samples: int) -> dict:
@@ -79,11 +64,11 @@ def _rank() -> int:
 
 def _check_config(folder: Path, variant: Variant, settings: dict) -> None:
     """Refuse to reuse a variant folder trained on other data or with another resolved config."""
-    meta = folder / "run.json"
-    if meta.is_file() and io.read_json(meta, "run record")["data_dir"] != settings["data_dir"]:
+    recorded = runs.recorded_data_dir(folder)
+    if recorded is not None and str(recorded) != settings["data_dir"]:
         raise GPVError(f"variant {variant.name} in {folder.parent} was trained on other data",
                        hint="pass the same --data as before, or another --out")
-    saved = folder / CONFIG_FILE
+    saved = folder / runs.CONFIG
     if not saved.is_file():
         return
     diff = config_diff(load_run_config(saved), resolve(variant, config=settings["config"],
@@ -106,7 +91,7 @@ def run_variant(variant: Variant, *, out: Path, settings: dict, show_progress: b
             raise GPVError(f"variant {variant.name} was evaluated on {result['eval']['samples_per_task']} "
                            "test samples per task", hint="pass the same --eval-samples, or another --out")
         return result
-    resume = io.restore_interrupted(folder / "last").is_dir()
+    resume = runs.restore_checkpoints(folder).is_dir()
     if resume:
         _check_config(folder, variant, settings)
     elif folder.exists() and _rank() == 0:
@@ -142,7 +127,7 @@ def parameter_count(folder: Path, data_dir: Path) -> int:
     from gpvcli.data.vocab import Vocab
     from gpvcli.model.info import count_parameters
 
-    total = count_parameters(load_run_config(folder / CONFIG_FILE).model,
+    total = count_parameters(load_run_config(folder / runs.CONFIG).model,
                              len(Vocab.load(data_dir / "vocab.json")))["total"]
     return total["trainable"] + total["frozen"]
 
@@ -173,7 +158,7 @@ def run_ablation(*, study: str = "tasks", tasks: str | None = None, variant: str
     {"results": {name: result}} then, else `collect`'s report plus "results"."""
     out = Path(out)
     studies, variants = select_variants(study=study, tasks=tasks, variant=variant, seeds=seeds)
-    settings = study_settings(config=config, data_dir=ensure_data(data_dir, show_progress), budget=budget,
+    settings = study_settings(config=config, data_dir=prepared_data(data_dir, show_progress=show_progress), budget=budget,
                               sets=list(sets), eval_samples=eval_samples)
     if variant is None and _rank() == 0:
         io.write_json(out / "settings.json", settings)
@@ -208,7 +193,7 @@ def plan(*, study: str = "tasks", tasks: str | None = None, config: str = "tiny"
     Returns {"commands", "variants", "collect", "script", "text"}."""
     out = Path(out)
     studies, variants = select_variants(study=study, tasks=tasks, variant=None, seeds=seeds)
-    settings = study_settings(config=config, data_dir=ensure_data(data_dir), budget=budget, sets=list(sets),
+    settings = study_settings(config=config, data_dir=prepared_data(data_dir), budget=budget, sets=list(sets),
                               eval_samples=eval_samples)
     commands = [variant_command(v, settings, out=out, launcher=launcher) for v in variants]
     collect_cmd = shlex.join(["gpv", "ablate", "--collect", "--out", str(out.resolve()), "--study",

@@ -25,10 +25,11 @@ def prepare_command(
     Example: gpv prepare --split sce
     """
     from gpvcli.data.prepare import prepare
+    from gpvcli.default_data import synth_world
     from gpvcli.paths import default_prepared_dir
 
-    stats = prepare(split, coco_dir=coco_dir, out_dir=out, seed=seed, min_count=min_count,
-                    image_split_file=image_split_file, show_progress=True)
+    stats = prepare(split, coco_dir=coco_dir or synth_world(), out_dir=out, seed=seed, min_count=min_count,
+                    image_split_file=image_split_file)
     cols = stats["columns"]
     print_table(f"Dataset sizes ({split}; seed Table 5)", cols,
                 [[task, *(row[c] for c in cols)] for task, row in stats["rows"].items()], first_column="Task")

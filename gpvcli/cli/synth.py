@@ -21,8 +21,8 @@ def synth_command(
 
     Example: gpv synth data/synth --train-images 2000 --val-images 500 --seed 0
     """
-    from gpvcli.data.synth import generate
     from gpvcli.paths import default_synth_dir
+    from gpvcli.synth.world import generate
 
     summary = generate(out or default_synth_dir(), train_images=train_images, val_images=val_images,
                        seed=seed, width=width, height=height, show_progress=True)

@@ -28,7 +28,7 @@ def train_command(
 
     Multi-GPU / multi-node: torchrun --nproc_per_node=8 -m gpvcli train --config gpv1 --run-dir runs/gpv1
     """
-    from gpvcli.train.loop import train
+    from gpvcli.train.trainer import train
 
     overrides = list(set_)
     if tasks:

@@ -7,7 +7,7 @@ Expected layout under a COCO folder (`--coco-dir`), the one `gpv synth` writes t
     annotations/captions_{train2014,val2014}.json    (COCO captions)
     annotations/v2_OpenEnded_mscoco_{train2014,val2014}_questions.json   (VQA v2)
     annotations/v2_mscoco_{train2014,val2014}_annotations.json           (VQA v2)
-    annotations/refexp_{train2014,val2014}.json      (optional; see gpvcli.data.synth for its format)
+    annotations/refexp_{train2014,val2014}.json      (optional; see gpvcli.synth.world for its format)
 
 Only the fields the toolkit uses are read; every missing file or field is one clear error, and so is
 a record that would give a wrong sample (`check_split`): a field of the wrong type, a duplicate id, an

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpvcli import io
+from gpvcli import io, paths
 from gpvcli.data import categories as cats
 from gpvcli.data import coco
 from gpvcli.data.prompts import CAPTION_PROMPTS, CLASSIFICATION_PROMPTS, LOCALIZATION_PROMPTS, PROMPTS, TASKS
@@ -41,6 +41,7 @@ HELD_FOR_TASK = {"vqa": cats.HELD_VQA_CAP, "cap": cats.HELD_VQA_CAP,
                  "loc": cats.HELD_CLS_LOC, "cls": cats.HELD_CLS_LOC, "refexp": cats.HELD_CLS_LOC}
 TASK_CODE = {t: i for i, t in enumerate(TASKS)}
 QUERY_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+STATS_FILE = "stats.json"          # written after every split file: its presence marks a complete folder
 
 
 class _Mentions:
@@ -91,6 +92,14 @@ def build_samples(data: coco.ImageSplitData, *, seed: int) -> tuple[ImageTable, 
     """All samples of one COCO image split, in a fixed order, with prompts drawn by a seeded generator."""
     rng = np.random.default_rng([seed, coco.IMAGE_SPLITS.index(data.name)])
     mention = _Mentions()
+    images, row_of = _image_table(data)
+    tables = [_vqa_samples(data, row_of, mention), _caption_samples(data, row_of, mention, rng),
+              *_object_samples(data, images, row_of, mention, rng), *_refexp_samples(data, row_of, mention)]
+    return images, SampleTable.concat(tables)
+
+
+def _image_table(data: coco.ImageSplitData) -> tuple[ImageTable, dict[int, int]]:
+    """The split's images sorted by id, with their captions; and the row of each image id."""
     images = ImageTable()
     row_of: dict[int, int] = {}
     for im in sorted(data.images, key=lambda d: d["id"]):
@@ -100,35 +109,44 @@ def build_samples(data: coco.ImageSplitData, *, seed: int) -> tuple[ImageTable, 
         images.width.append(im["width"])
         images.height.append(im["height"])
         images.captions.append([])
-    captions = sorted(data.captions, key=lambda d: d["id"])
-    for c in captions:
+    for c in sorted(data.captions, key=lambda d: d["id"]):
         images.captions[row_of[c["image_id"]]].append(c["caption"].strip())
-    tables = []
+    return images, row_of
 
-    # vqa: one sample per question
+
+def _vqa_samples(data: coco.ImageSplitData, row_of: dict[int, int], mention: _Mentions) -> SampleTable:
+    """vqa: one sample per question."""
     answers_of = {a["question_id"]: a for a in data.vqa}
     questions = sorted(data.questions, key=lambda d: d["question_id"])
     missing = [q["question_id"] for q in questions if q["question_id"] not in answers_of]
     if missing:
         raise GPVError(f"VQA question {missing[0]} has no annotation in v2_mscoco_{data.name}_annotations.json")
     vqa = [answers_of[q["question_id"]] for q in questions]
-    tables.append(_table(
+    return _table(
         "vqa", sample_id=[q["question_id"] for q in questions], image=[row_of[q["image_id"]] for q in questions],
         query=[q["question"] for q in questions], template_id=None,
         target=[a["multiple_choice_answer"] for a in vqa],
         mentions=[mention(q["question"], a["multiple_choice_answer"]) for q, a in zip(questions, vqa)],
         answers=[[x["answer"] for x in a["answers"]] for a in vqa],
-        question_type=[a.get("question_type", "") for a in vqa], answer_type=[a.get("answer_type", "") for a in vqa]))
+        question_type=[a.get("question_type", "") for a in vqa], answer_type=[a.get("answer_type", "") for a in vqa])
 
-    # cap: one sample per caption
+
+def _caption_samples(data: coco.ImageSplitData, row_of: dict[int, int], mention: _Mentions,
+                     rng: np.random.Generator) -> SampleTable:
+    """cap: one sample per caption, its prompt drawn from Table 4."""
+    captions = sorted(data.captions, key=lambda d: d["id"])
     templates = rng.integers(len(CAPTION_PROMPTS), size=len(captions))
     texts = [c["caption"].strip() for c in captions]
-    tables.append(_table(
+    return _table(
         "cap", sample_id=[c["id"] for c in captions], image=[row_of[c["image_id"]] for c in captions],
         query=[CAPTION_PROMPTS[t] for t in templates], template_id=templates, target=texts,
-        mentions=[mention(t) for t in texts]))
+        mentions=[mention(t) for t in texts])
 
-    # loc and cls: one sample each per (image, category present), grouped with numpy
+
+def _object_samples(data: coco.ImageSplitData, images: ImageTable, row_of: dict[int, int], mention: _Mentions,
+                    rng: np.random.Generator) -> list[SampleTable]:
+    """loc and cls: one sample each per (image, category present), grouped with numpy; the cls crop is the
+    instance with the lowest annotation id, enlarged by CROP_MARGIN and clipped to the image."""
     inst = data.instances
     n_inst = len(inst)
     ann_image = np.fromiter((a["image_id"] for a in inst), np.int64, n_inst)
@@ -149,39 +167,42 @@ def build_samples(data: coco.ImageSplitData, *, seed: int) -> tuple[ImageTable, 
     loc_t = rng.integers(len(LOCALIZATION_PROMPTS), size=len(first))
     cls_t = rng.integers(len(CLASSIFICATION_PROMPTS), size=len(first))
     loc_q = [LOCALIZATION_PROMPTS[t].replace("[OBJECT]", n) for t, n in zip(loc_t, names)]
-    tables.append(_table(
+    loc = _table(
         "loc", sample_id=ids, image=rows, query=loc_q, template_id=loc_t, target=[""] * len(ids),
         mentions=[dict.fromkeys((c, *mention(q))) for c, q in zip(g_cat.tolist(), loc_q)],
-        boxes=boxes, category_id=g_cat))
+        boxes=boxes, category_id=g_cat)
     x, y, w, h = xywh[first].T
     W = np.asarray(images.width, np.float64)[rows]
     H = np.asarray(images.height, np.float64)[rows]
     crop = np.stack([np.maximum(0, x - CROP_MARGIN * w), np.maximum(0, y - CROP_MARGIN * h),
                      np.minimum(W, x + w + CROP_MARGIN * w), np.minimum(H, y + h + CROP_MARGIN * h)], 1)
     cls_q = [CLASSIFICATION_PROMPTS[t] for t in cls_t]
-    tables.append(_table(
+    cls = _table(
         "cls", sample_id=ids, image=rows, query=cls_q, template_id=cls_t, target=names,
         mentions=[dict.fromkeys((c, *mention(q))) for c, q in zip(g_cat.tolist(), cls_q)],
-        crop=crop.astype(np.float32), category_id=g_cat))
+        crop=crop.astype(np.float32), category_id=g_cat)
+    return [loc, cls]
 
-    # refexp: one sample per sentence of each referring expression
-    if data.refs:
-        ann_by_id = {a["id"]: a for a in inst}
-        refs = sorted(data.refs, key=lambda r: r["ref_id"])
-        for ref in refs:
-            if ref["ann_id"] not in ann_by_id:
-                raise GPVError(f"referring expression {ref['ref_id']} points at unknown annotation {ref['ann_id']}")
-        rows_ = [(ref, k, sent) for ref in refs for k, sent in enumerate(ref["sentences"])]
-        anns = [ann_by_id[ref["ann_id"]] for ref, _, _ in rows_]
-        tables.append(_table(
-            "refexp", sample_id=[f"{ref['ref_id']}:{k}" for ref, k, _ in rows_],
-            image=[row_of[ref["image_id"]] for ref, _, _ in rows_], query=[s for _, _, s in rows_], template_id=None,
-            target=[""] * len(rows_),
-            mentions=[dict.fromkeys((a["category_id"], *mention(s))) for a, (_, _, s) in zip(anns, rows_)],
-            boxes=Ragged.from_rows([[[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                                      a["bbox"][1] + a["bbox"][3]]] for a in anns], np.float32, width=4),
-            category_id=[a["category_id"] for a in anns]))
-    return images, SampleTable.concat(tables)
+
+def _refexp_samples(data: coco.ImageSplitData, row_of: dict[int, int], mention: _Mentions) -> list[SampleTable]:
+    """refexp: one sample per sentence of each referring expression (none without a refexp file)."""
+    if not data.refs:
+        return []
+    ann_by_id = {a["id"]: a for a in data.instances}
+    refs = sorted(data.refs, key=lambda r: r["ref_id"])
+    for ref in refs:
+        if ref["ann_id"] not in ann_by_id:
+            raise GPVError(f"referring expression {ref['ref_id']} points at unknown annotation {ref['ann_id']}")
+    rows_ = [(ref, k, sent) for ref in refs for k, sent in enumerate(ref["sentences"])]
+    anns = [ann_by_id[ref["ann_id"]] for ref, _, _ in rows_]
+    return [_table(
+        "refexp", sample_id=[f"{ref['ref_id']}:{k}" for ref, k, _ in rows_],
+        image=[row_of[ref["image_id"]] for ref, _, _ in rows_], query=[s for _, _, s in rows_], template_id=None,
+        target=[""] * len(rows_),
+        mentions=[dict.fromkeys((a["category_id"], *mention(s))) for a, (_, _, s) in zip(anns, rows_)],
+        boxes=Ragged.from_rows([[[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                                  a["bbox"][1] + a["bbox"][3]]] for a in anns], np.float32, width=4),
+        category_id=[a["category_id"] for a in anns])]
 
 
 def held_out_mask(samples: SampleTable) -> np.ndarray:
@@ -264,22 +285,12 @@ def task_counts(samples: SampleTable, mask: np.ndarray | None = None) -> dict[st
     return dict(zip(TASKS, np.bincount(codes, minlength=len(TASKS)).tolist()))
 
 
-def prepare(split: str = "sce", *, coco_dir: Path | None = None, out_dir: Path | None = None, seed: int = 0,
-            min_count: int = 1, image_split_file: Path | None = None, show_progress: bool = False) -> dict:
-    """Build the prepared data of `split` ("coco" or "sce") into out_dir; returns the stats (Table 5).
-
-    With no coco_dir, the synthetic world in $GPV_HOME/synth is used (generated on first use).
-    """
-    from gpvcli import paths
-
+def prepare(split: str = "sce", *, coco_dir: Path, out_dir: Path | None = None, seed: int = 0,
+            min_count: int = 1, image_split_file: Path | None = None) -> dict:
+    """Build the prepared data of `split` ("coco" or "sce") from the COCO-format files in `coco_dir`
+    into out_dir (default $GPV_HOME/prepared/SPLIT); returns the stats (Table 5)."""
     if split not in SPLITS:
         raise GPVError(f"unknown split {split!r}", hint=f"use one of: {', '.join(SPLITS)}")
-    if coco_dir is None:
-        coco_dir = paths.default_synth_dir()
-        if not (coco_dir / "annotations").is_dir():
-            from gpvcli.data import synth
-
-            synth.generate(coco_dir, show_progress=show_progress)
     coco_dir = Path(coco_dir).resolve()
     out_dir = Path(out_dir) if out_dir is not None else paths.default_prepared_dir(split)
     coco.check_layout(coco_dir)
@@ -328,9 +339,10 @@ def prepare(split: str = "sce", *, coco_dir: Path | None = None, out_dir: Path |
                "Test": task_counts(test), "Test Seen": task_counts(test, ~unseen),
                "Test Unseen": task_counts(test, unseen)}
     stats["rows"] = {task: {col: counts[task] for col, counts in columns.items()} for task in TASKS}
-    io.write_json(out_dir / "stats.json", stats)
+    io.write_json(out_dir / STATS_FILE, stats)
     io.write_json(out_dir / "meta.json", {"dataset": split, "coco_dir": str(coco_dir), "images_root": images_root,
                                           "seed": seed, "min_count": min_count,
                                           "image_split_file": str(image_split_file) if image_split_file else None,
                                           "seconds": round(time.perf_counter() - start, 2)})
     return stats
+

@@ -23,35 +23,16 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
-from gpvcli import io
+from gpvcli import io, runs
 from gpvcli.data.dataset import Collator, GPVDataset
 from gpvcli.data.store import SplitStore
+from gpvcli.device import pick_device
 from gpvcli.errors import GPVError
 from gpvcli.eval import grounding, runner
+from gpvcli.model.checkpoint import WEIGHTS
+from gpvcli.progress import progress_bar
 
 TOP_BOXES = 10
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder from a run folder (best/, else last/) or a checkpoint folder itself."""
-    path = Path(path)
-    for candidate in (path, path / "best", path / "last"):
-        if (candidate / "model.safetensors").is_file():
-            return candidate
-    if not path.exists():
-        raise GPVError(f"no run or checkpoint at {path}",
-                       hint="give a run folder written by `gpv train` or one of its best/ or last/ folders")
-    raise GPVError(f"{path} holds no GPV checkpoint (model.safetensors)",
-                   hint="give a run folder written by `gpv train` or one of its best/ or last/ folders")
-
-
-def run_data_dir(checkpoint: Path) -> Path | None:
-    """The prepared data a run was trained on (recorded in RUN/run.json), if known."""
-    for folder in (checkpoint, checkpoint.parent):
-        meta = folder / "run.json"
-        if meta.is_file():
-            return Path(io.read_json(meta, "run record")["data_dir"])
-    return None
 
 
 def file_hash(path: Path) -> str:
@@ -69,15 +50,12 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
     """Decode and score `split` (only `tasks`, when given; only the first `limit` of those samples, when
     given), and, with `checks`, score every task again with its image or query swapped (the grounding
     checks, `gpvcli.eval.grounding`); returns the metrics dict written to metrics.json."""
-    from gpvcli import paths
     from gpvcli.model.checkpoint import load_model
-    from gpvcli.train.distributed import pick_device
-    from gpvcli.train.loop import progress_bar
 
     if split not in ("test", "val"):
         raise GPVError(f"unknown split {split!r}", hint="use test or val")
-    checkpoint = resolve_checkpoint(run_or_checkpoint)
-    data_dir = Path(data_dir) if data_dir else run_data_dir(checkpoint) or paths.default_prepared_dir("sce")
+    checkpoint = runs.resolve_checkpoint(run_or_checkpoint)
+    data_dir = runs.data_of(checkpoint, data_dir)
     store = SplitStore(data_dir / f"{split}.h5")
     dev = pick_device(device)
     model, cfg, vocab, tokenizer = load_model(checkpoint, device=str(dev))
@@ -113,11 +91,11 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
                         "loc": "per-sample AP@0.5 on corner boxes (corrected GPV-1 metric)",
                         "cls": "exact match of category name or synonym"},
             "grounding_checks": grounding.PROTOCOL if checks else None,
-            "checkpoint": str(checkpoint), "checkpoint_sha256": file_hash(checkpoint / "model.safetensors"),
+            "checkpoint": str(checkpoint), "checkpoint_sha256": file_hash(checkpoint / WEIGHTS),
             "data_sha256": file_hash(data_dir / f"{split}.h5"),
         },
     }
-    out = Path(out_dir) if out_dir else checkpoint.parent / "eval" / split
+    out = Path(out_dir) if out_dir else checkpoint.parent / runs.EVAL / split
     write_outputs(out, store, preds, scores, result)
     write_swapped(out, store, swaps, swapped, swapped_scores)
     result["out_dir"] = str(out)

@@ -22,12 +22,12 @@ import h5py
 import numpy as np
 import torch
 import yaml
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
 from gpvcli.config import to_dict
 from gpvcli.errors import GPVError, GPVRuntimeError
 from gpvcli.io import atomic_path
+from gpvcli.progress import progress_bar
 
 DTYPES = {"boxes": np.float32, "states": np.float16, "roi": np.float16, "objectness": np.float32}
 _FP16_MAX = float(np.finfo(np.float16).max)
@@ -72,13 +72,12 @@ def build_feature_cache(encoder: nn.Module, items: Iterable[tuple[str, Tensor]],
     device = next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
-    columns = (TextColumn("caching visual features"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     keys: list[str] = []
     seen: set[str] = set()
     try:
         with (atomic_path(path) as tmp, h5py.File(tmp, "w") as f, torch.no_grad(),
-              Progress(*columns, disable=not show_progress) as progress):
-            task = progress.add_task("cache", total=total)
+              progress_bar(show_progress) as progress):
+            task = progress.add_task("caching visual features", total=total, info="")
             batch_keys: list[str] = []
             batch_images: list[Tensor] = []
 

@@ -20,6 +20,7 @@ from gpvcli.model import decoding
 from gpvcli.model.coattention import CoAttention
 from gpvcli.model.config import ModelConfig
 from gpvcli.model.heads import RegionPhraseScore, RelevanceConditioning, RelevanceHead, TextHead, mean_tokens
+from gpvcli.model.param_groups import param_groups
 from gpvcli.model.text import TextEncoder, build_bert, build_tokenizer, word_vectors
 from gpvcli.model.visual import VisualEncoder, build_visual
 
@@ -168,16 +169,8 @@ class GPV(nn.Module):
         return {**out, "tokens": all_tokens, "scores": all_scores}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters for the optimizer: "backbone" (the CNN, its own learning rate),
-        "detr" (the rest of the visual encoder) and "rest"."""
-        backbone = {id(p) for p in self.visual.backbone_parameters()}
-        visual = {id(p) for p in self.visual.parameters()}
-        groups = {"backbone": [], "detr": [], "rest": []}
-        for p in self.parameters():
-            if p.requires_grad:
-                key = "backbone" if id(p) in backbone else "detr" if id(p) in visual else "rest"
-                groups[key].append(p)
-        return groups
+        """Trainable parameters for the optimizer (see `gpvcli.model.param_groups`)."""
+        return param_groups(self, self.visual)
 
 
 def build_model(cfg: ModelConfig, vocab: Vocab) -> GPV:

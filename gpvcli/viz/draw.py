@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from gpvcli.io import atomic_path
 
 COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45")
 
@@ -39,3 +42,13 @@ def draw_prediction(image: Image.Image, boxes_xyxy: Sequence[Sequence[float]], s
     if text is not None:
         draw.text((6, h + 6), text, fill="black", font=font)
     return canvas
+
+
+def save_drawing(image: Image.Image, boxes_xyxy: Sequence[Sequence[float]], scores: Sequence[float], text: str,
+                 path: str | Path) -> Path:
+    """`draw_prediction` written atomically to `path`: PNG for a .png name, else JPEG."""
+    path = Path(path)
+    drawn = draw_prediction(image, boxes_xyxy, scores, text)
+    with atomic_path(path) as tmp:
+        drawn.save(tmp, format="PNG" if path.suffix.lower() == ".png" else "JPEG", quality=92)
+    return path

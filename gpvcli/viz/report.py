@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
 from gpvcli import boxes as box_ops
-from gpvcli import io
+from gpvcli import io, runs
 from gpvcli.data import categories as cats
 from gpvcli.data.dataset import Collator, GPVDataset
 from gpvcli.data.images import crop, load_image
@@ -95,8 +95,8 @@ def decode(checkpoint: Path, store: SplitStore, indices: list[int], *, device: s
            batch_size: int = 32) -> tuple[dict[int, dict], dict[int, float]]:
     """Greedy predictions (`runner.predict` records, boxes normalized cxcywh sorted by relevance) and
     per-sample scores (`runner.sample_scores`) of store samples `indices`, both keyed by store index."""
+    from gpvcli.device import pick_device
     from gpvcli.model.checkpoint import load_model
-    from gpvcli.train.distributed import pick_device
 
     dev = pick_device(device)
     model, cfg, vocab, tokenizer = load_model(checkpoint, device=str(dev))
@@ -265,14 +265,15 @@ def checkpoint_evaluation(checkpoint: Path, split: str) -> dict | None:
     """The run's saved `gpv evaluate` result on `split` (RUN/eval/SPLIT/metrics.json) when it scored this
     very checkpoint with the grounding checks, else None."""
     from gpvcli.eval.evaluate import file_hash
+    from gpvcli.model.checkpoint import WEIGHTS
 
-    path = checkpoint.parent / "eval" / split / "metrics.json"
+    path = checkpoint.parent / runs.EVAL / split / "metrics.json"
     if not path.is_file():
         return None
     result = io.read_json(path, "evaluation")
     protocol = result.get("protocol", {})
     if not protocol.get("grounding_checks") or \
-            protocol.get("checkpoint_sha256") != file_hash(checkpoint / "model.safetensors"):
+            protocol.get("checkpoint_sha256") != file_hash(checkpoint / WEIGHTS):
         return None
     return result
 
@@ -280,8 +281,6 @@ def checkpoint_evaluation(checkpoint: Path, split: str) -> dict | None:
 def build_report(run: str | Path, *, n: int = 10, split: str = "test", out: str | Path | None = None, seed: int = 0,
                  data_dir: str | Path | None = None, top_k: int = 5, device: str = "auto") -> Path:
     """Write the report of `n` seeded images of `split` for a run or checkpoint folder; returns its path."""
-    from gpvcli import paths
-    from gpvcli.eval.evaluate import resolve_checkpoint, run_data_dir
 
     if n < 1:
         raise GPVError(f"--n must be at least 1 (got {n})")
@@ -289,8 +288,8 @@ def build_report(run: str | Path, *, n: int = 10, split: str = "test", out: str 
         raise GPVError(f"--top-k must be 0 or more (got {top_k})")
     if split not in ("train", "val", "test"):
         raise GPVError(f"unknown split {split!r}", hint="use test, val or train")
-    checkpoint = resolve_checkpoint(run)
-    data_dir = Path(data_dir) if data_dir else run_data_dir(checkpoint) or paths.default_prepared_dir("sce")
+    checkpoint = runs.resolve_checkpoint(run)
+    data_dir = runs.data_of(checkpoint, data_dir)
     store = SplitStore(data_dir / f"{split}.h5")
     rows = pick_images(store, n, seed)
     indices = np.flatnonzero(np.isin(store.image, rows)).tolist()
@@ -300,4 +299,4 @@ def build_report(run: str | Path, *, n: int = 10, split: str = "test", out: str 
               f"seed {seed}", "samples": str(len(indices))}
     page = render(store=store, rows=rows, records=records, scores=scores, top_k=top_k, header=header,
                   evaluation=checkpoint_evaluation(checkpoint, split))
-    return io.write_text(Path(out) if out else checkpoint.parent / "report.html", page)
+    return io.write_text(Path(out) if out else checkpoint.parent / runs.REPORT, page)

@@ -1,0 +1,88 @@
+"""The run folder: the one owner of its layout, asked by every command that writes or reads a run.
+
+A run folder (`runs/NAME/`, written by `gpv train`) holds:
+    config.yaml      the resolved run config (model + train), written when the run starts
+    run.json         the run record: the prepared data it trains on ("data_dir") and its "stage"
+    metrics.jsonl    one JSON line per log step and per validation
+    last/, best/     checkpoints: the stage's weights (for GPV `gpvcli.model.checkpoint`'s model.safetensors,
+                     model_config.yaml, vocab, tokenizer), trainer.pt (optimizer, scheduler and RNG states)
+                     and state.json (epoch, step, best metric)
+    features/        the visual feature cache of the frozen-visual epochs (when used)
+    eval/SPLIT/      `gpv evaluate` outputs; report.html, `gpv report`'s page
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gpvcli import io, paths
+from gpvcli.errors import GPVError
+
+CONFIG = "config.yaml"
+RECORD = "run.json"
+METRICS = "metrics.jsonl"
+LAST, BEST = "last", "best"
+STATE = "state.json"
+TRAINER_STATE = "trainer.pt"
+FEATURES = "features"
+EVAL = "eval"
+REPORT = "report.html"
+
+
+def restore_checkpoints(run: Path) -> Path:
+    """Restore last/ and best/ of a save cut short by a kill (see `io.atomic_dir`); returns last/."""
+    for name in (LAST, BEST):
+        io.restore_interrupted(run / name)
+    return run / LAST
+
+
+def write_record(run: Path, *, data_dir: Path, stage: str) -> None:
+    io.write_json(run / RECORD, {"data_dir": str(data_dir.resolve()), "stage": stage})
+
+
+def recorded_data_dir(run_or_checkpoint: Path) -> Path | None:
+    """The prepared data a run was trained on (in its run.json), from the run or one of its checkpoints."""
+    for folder in (run_or_checkpoint, run_or_checkpoint.parent):
+        meta = folder / RECORD
+        if meta.is_file():
+            return Path(io.read_json(meta, "run record")["data_dir"])
+    return None
+
+
+def data_of(checkpoint: Path, data_dir: str | Path | None = None) -> Path:
+    """The prepared data to read with a checkpoint: `data_dir`, else the run's (run.json), else the default."""
+    return Path(data_dir) if data_dir else recorded_data_dir(checkpoint) or paths.default_prepared_dir("sce")
+
+
+def steps_done(run: Path) -> int | None:
+    """The optimizer steps of the run's last/ checkpoint (None without one), restoring an interrupted save."""
+    state = restore_checkpoints(run) / STATE
+    return json.loads(state.read_text())["step"] if state.is_file() else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A GPV checkpoint folder from a run folder (best/, else last/) or a checkpoint folder itself."""
+    from gpvcli.model.checkpoint import WEIGHTS
+
+    path = Path(path)
+    for candidate in (path, path / BEST, path / LAST):
+        if (candidate / WEIGHTS).is_file():
+            return candidate
+    hint = f"give a run folder written by `gpv train` or one of its {BEST}/ or {LAST}/ folders"
+    if not path.exists():
+        raise GPVError(f"no run or checkpoint at {path}", hint=hint)
+    raise GPVError(f"{path} holds no GPV checkpoint ({WEIGHTS})", hint=hint)
+
+
+def latest_run(root: str | Path = "runs") -> Path:
+    """The most recently written run folder under `root` that holds a GPV checkpoint."""
+    from gpvcli.model.checkpoint import WEIGHTS
+
+    root = Path(root)
+    runs = [p for p in root.glob("*") if (p / BEST / WEIGHTS).is_file()
+            or (p / LAST / WEIGHTS).is_file()] if root.is_dir() else []
+    if not runs:
+        raise GPVError(f"no trained run under {root}/", hint="train one with `gpv train` (or `gpv quickstart`), "
+                                                             "or pass --run / --checkpoint")
+    return max(runs, key=lambda p: max(f.stat().st_mtime for f in p.glob(f"*/{WEIGHTS}")))
