@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpvcli import runs
+from gpvcli.config import DEFAULT_PRESET
 
 # measured on 2 CPU cores (the whole quickstart: 16 min 51 s)
 CLASSIFIER_STEPS = 200    # batches of 64 crops: 1.8 min
@@ -33,7 +34,7 @@ def _train(run: Path, data: Path, overrides: list[str], show_progress: bool) -> 
     if _finished(run):             # (which also restores a last/ interrupted mid-save)
         return
     resume = (run / runs.LAST).is_dir()
-    train(run, config="tiny", data_dir=data, overrides=[] if resume else overrides, resume=resume,
+    train(run, config=DEFAULT_PRESET, data_dir=data, overrides=[] if resume else overrides, resume=resume,
           show_progress=show_progress)
 
 

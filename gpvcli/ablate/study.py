@@ -36,6 +36,7 @@ from gpvcli.ablate.variants import (
     steps_for,
     study_variants,
 )
+from gpvcli.config import DEFAULT_PRESET
 from gpvcli.default_data import prepared_data
 from gpvcli.errors import GPVError
 from gpvcli.eval.evaluate import evaluate
@@ -149,7 +150,7 @@ def select_variants(*, study: str, tasks: str | None, variant: str | None, seeds
 
 
 def run_ablation(*, study: str = "tasks", tasks: str | None = None, variant: str | None = None,
-                 config: str = "tiny", data_dir: str | Path | None = None, out: str | Path = DEFAULT_OUT,
+                 config: str = DEFAULT_PRESET, data_dir: str | Path | None = None, out: str | Path = DEFAULT_OUT,
                  budget: float = 1.0, seeds: int = 1, sets: list[str] | tuple[str, ...] = (),
                  eval_samples: int = EVAL_SAMPLES, show_progress: bool = True,
                  log: Callable[[str], None] = lambda message: None) -> dict:
@@ -185,7 +186,7 @@ def variant_command(variant: Variant, settings: dict, *, out: Path, launcher: st
     return shlex.join([*prefix, *args])
 
 
-def plan(*, study: str = "tasks", tasks: str | None = None, config: str = "tiny", data_dir: str | Path | None = None,
+def plan(*, study: str = "tasks", tasks: str | None = None, config: str = DEFAULT_PRESET, data_dir: str | Path | None = None,
          out: str | Path = DEFAULT_OUT, budget: float = 1.0, seeds: int = 1, sets: list[str] | tuple[str, ...] = (),
          eval_samples: int = EVAL_SAMPLES, launcher: str | None = None) -> dict:
     """One command per unfinished-or-not variant, saved as OUT/plan.txt (one per line) and OUT/plan.sh

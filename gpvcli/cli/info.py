@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from gpvcli.cli.common import console, print_table
+from gpvcli.cli.common import config_option, console, json_option, print_table, set_option
 
 
 def _millions(n: float) -> str:
@@ -14,12 +14,11 @@ def _millions(n: float) -> str:
 
 
 def info_command(
-    config: str = typer.Option("tiny", "--config", help="Preset name (tiny, gpv1, ...) or a YAML file."),
+    config: str = config_option(),
     vocab_size: int = typer.Option(7600, "--vocab-size", help="Answer vocabulary size of the placeholder "
                                    "vocabulary (GPV-1 had about 7.6k words)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a config field, e.g. model.heads=task "
-                                        "(repeatable)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    overrides: list[str] = set_option(),
+    as_json: bool = json_option("the figures as JSON"),
 ) -> None:
     """Parameters (trainable / frozen per component), FLOPs and activations of one forward pass.
 

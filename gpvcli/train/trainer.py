@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gpvcli import io, runs
-from gpvcli.config import to_dict
+from gpvcli.config import DEFAULT_PRESET, to_dict
 from gpvcli.default_data import prepared_data
 from gpvcli.errors import GPVError, brief
 from gpvcli.progress import progress_bar
@@ -52,7 +52,7 @@ def resolve_config(run_dir: Path, *, config: str, overrides: list[str], resume: 
     return load_run_config(config, overrides)
 
 
-def train(run_dir: str | Path, *, config: str = "tiny", data_dir: str | Path | None = None,
+def train(run_dir: str | Path, *, config: str = DEFAULT_PRESET, data_dir: str | Path | None = None,
           overrides: list[str] | tuple[str, ...] = (), resume: bool = False, show_progress: bool = True) -> dict:
     """Train (or resume) a run; returns {"run_dir", "steps", "best", "last_validation"}."""
     run_dir = Path(run_dir)
