@@ -75,9 +75,8 @@ class VisualConfig:
             of that point (the code the image tokens carry) through a 2-layer MLP, its box centre is an
             offset from the point in logit space (Anchor DETR, DAB-DETR), and its cross-attention logits get
             a Gaussian bias around the point with a learned width (SMCA). Trained from scratch, plain queries
-            ignore the image and output one box layout for every image for hundreds of steps; measured on the
-            default world, 300 tiny detector steps: class-agnostic AP@0.5 0.058 plain, 0.037 with anchors
-            alone, 0.172 with anchors and the bias.
+            ignore the image and output one box layout for every image for hundreds of steps; anchors with
+            the bias read it (figures in the README).
         dropout (float, 0.1): dropout in the DETR transformer.
         num_classes (int, 2): class-head outputs. 2 = GPV objectness (0 object, 1 no-object);
             K + 1 for stage-0 detector pretraining (K categories, no-object last).
@@ -87,8 +86,7 @@ class VisualConfig:
         group_norm (int, 0): with frozen_batchnorm False: 0 = ordinary BatchNorm; G > 0 = GroupNorm with
             G groups (at most the channel count), which behaves the same in training and evaluation. Small
             CPU batches make BatchNorm's running statistics drift from the batch statistics the model
-            trained with; measured on the tiny detector: train-mode AP@0.5 0.08, eval-mode 0.00 (every
-            query collapsed onto one box).
+            trained with, so in evaluation every query collapses onto one box (figures in the README).
         freeze_stem_and_first_stage (bool, False): never train conv1 (the stem) and the first ResNet
             stage (GPV-1 with pretrained weights: True).
         roi_size (int, 7): RoI-Align output grid side (averaged afterwards).
