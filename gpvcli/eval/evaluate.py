@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch.utils.data import DataLoader
@@ -26,8 +28,10 @@ from gpvcli.data.store import SplitStore
 from gpvcli.device import pick_device
 from gpvcli.errors import GPVError
 from gpvcli.eval import runner
-from gpvcli.model.checkpoint import WEIGHTS
 from gpvcli.progress import progress_bar
+
+if TYPE_CHECKING:
+    from gpvcli.model.config import ModelConfig
 
 TOP_BOXES = 10
 
@@ -46,25 +50,19 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
              show_progress: bool = True) -> dict:
     """Decode and score `split` (only `tasks`, when given; only the first `limit` of those samples, when
     given); returns the metrics dict written to metrics.json."""
-    from gpvcli.model.checkpoint import load_model
+    from gpvcli.model.checkpoint import WEIGHTS
 
     if split not in ("test", "val"):
         raise GPVError(f"unknown split {split!r}", hint="use test or val")
     checkpoint = runs.resolve_checkpoint(run_or_checkpoint)
     data_dir = runs.data_of(checkpoint, data_dir)
     store = SplitStore(data_dir / f"{split}.h5")
-    dev = pick_device(device)
-    model, cfg, vocab, tokenizer = load_model(checkpoint, device=str(dev))
     indices = np.arange(len(store)) if tasks is None else np.flatnonzero(np.isin(np.asarray(store.tasks), tasks))
     indices = indices[:limit]
-    dataset = GPVDataset(store, vocab, image_size=tuple(cfg.visual.image_size), max_answer_len=cfg.max_answer_len,
-                         indices=indices)
-    loader = DataLoader(dataset, batch_sampler=runner.task_batches(dataset.tasks, batch_size),
-                        collate_fn=Collator(tokenizer))
     with progress_bar(show_progress) as progress:
-        bar = progress.add_task(f"evaluating {split}", total=len(dataset), info="")
-        preds = runner.predict(model, loader, vocab, device=dev, beam_size=beam_size, cls_mask=cls_mask,
-                               progress=lambda n: progress.advance(bar, n))
+        bar = progress.add_task(f"evaluating {split}", total=len(indices), info="")
+        preds, cfg = decode_samples(checkpoint, store, indices, device=device, batch_size=batch_size,
+                                    beam_size=beam_size, cls_mask=cls_mask, progress=lambda n: progress.advance(bar, n))
     table, scores = runner.score(store, preds)
     result = {
         "tasks": table,
@@ -83,6 +81,23 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
     write_outputs(out, store, preds, scores, result)
     result["out_dir"] = str(out)
     return result
+
+
+def decode_samples(checkpoint: Path, store: SplitStore, indices: np.ndarray, *, device: str = "auto",
+                   batch_size: int = 64, beam_size: int = 1, cls_mask: bool = False,
+                   progress: Callable[[int], None] | None = None) -> tuple[list[dict], ModelConfig]:
+    """Decode store samples `indices` with the checkpoint's model on `device`, in one-task batches:
+    `runner.predict` records (boxes normalized cxcywh sorted by relevance) and the model's config."""
+    from gpvcli.model.checkpoint import load_model
+
+    dev = pick_device(device)
+    model, cfg, vocab, tokenizer = load_model(checkpoint, device=str(dev))
+    dataset = GPVDataset(store, vocab, image_size=tuple(cfg.visual.image_size), max_answer_len=cfg.max_answer_len,
+                         indices=np.asarray(indices))
+    loader = DataLoader(dataset, batch_sampler=runner.task_batches(dataset.tasks, batch_size),
+                        collate_fn=Collator(tokenizer))
+    return runner.predict(model, loader, vocab, device=dev, beam_size=beam_size, cls_mask=cls_mask,
+                          progress=progress), cfg
 
 
 def write_outputs(out: Path, store: SplitStore, preds: list[dict], scores: dict[int, float], result: dict) -> None:
