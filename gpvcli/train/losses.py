@@ -80,6 +80,26 @@ def box_losses(
     return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
 
+def hungarian_loss(
+    pred_logits: Tensor,
+    pred_boxes: Tensor,
+    targets: list[dict[str, Tensor]],
+    *,
+    cost_class: float = COST_CLASS,
+    cost_bbox: float = COST_BBOX,
+    cost_giou: float = COST_GIOU,
+    no_object_weight: float = NO_OBJECT_WEIGHT,
+    num_classes: int | None = None,
+    num_boxes: float | None = None,
+) -> dict[str, Tensor]:
+    """DETR's Hungarian loss: `hungarian_match` with the cost_* weights, then `box_losses` of the
+    matched pairs (same arguments and unscaled terms as `box_losses`)."""
+    indices = hungarian_match(pred_logits, pred_boxes, targets, cost_class=cost_class, cost_bbox=cost_bbox,
+                              cost_giou=cost_giou)
+    return box_losses(pred_logits, pred_boxes, targets, indices, no_object_weight=no_object_weight,
+                      num_classes=num_classes, num_boxes=num_boxes)
+
+
 def text_loss(
     logits: Tensor, targets: Tensor, sample_weight: Tensor | None = None, *, include_pad: bool = False
 ) -> Tensor:
@@ -168,17 +188,8 @@ class GPVCriterion:
                 targets.append(
                     {"boxes": gt, "labels": torch.zeros(len(gt), dtype=torch.int64, device=gt.device)}
                 )
-            indices = hungarian_match(logits, boxes, targets, **self.costs)
-            terms.update(
-                box_losses(
-                    logits,
-                    boxes,
-                    targets,
-                    indices,
-                    no_object_weight=self.no_object_weight,
-                    num_boxes=num_boxes,
-                )
-            )
+            terms.update(hungarian_loss(logits, boxes, targets, **self.costs,
+                                        no_object_weight=self.no_object_weight, num_boxes=num_boxes))
 
         for task in TEXT_TASKS:
             rows = [i for i, t in enumerate(tasks) if t == task]
