@@ -159,8 +159,8 @@ def run_ablation(*, study: str = "tasks", tasks: str | None = None, variant: str
     {"results": {name: result}} then, else `collect`'s report plus "results"."""
     out = Path(out)
     studies, variants = select_variants(study=study, tasks=tasks, variant=variant, seeds=seeds)
-    settings = study_settings(config=config, data_dir=prepared_data(data_dir, show_progress=show_progress), budget=budget,
-                              sets=list(sets), eval_samples=eval_samples)
+    settings = study_settings(config=config, data_dir=prepared_data(data_dir, show_progress=show_progress),
+                              budget=budget, sets=list(sets), eval_samples=eval_samples)
     if variant is None and _rank() == 0:
         io.write_json(out / "settings.json", settings)
     results = {}
@@ -186,9 +186,10 @@ def variant_command(variant: Variant, settings: dict, *, out: Path, launcher: st
     return shlex.join([*prefix, *args])
 
 
-def plan(*, study: str = "tasks", tasks: str | None = None, config: str = DEFAULT_PRESET, data_dir: str | Path | None = None,
-         out: str | Path = DEFAULT_OUT, budget: float = 1.0, seeds: int = 1, sets: list[str] | tuple[str, ...] = (),
-         eval_samples: int = EVAL_SAMPLES, launcher: str | None = None) -> dict:
+def plan(*, study: str = "tasks", tasks: str | None = None, config: str = DEFAULT_PRESET,
+         data_dir: str | Path | None = None, out: str | Path = DEFAULT_OUT, budget: float = 1.0, seeds: int = 1,
+         sets: list[str] | tuple[str, ...] = (), eval_samples: int = EVAL_SAMPLES,
+         launcher: str | None = None) -> dict:
     """One command per unfinished-or-not variant, saved as OUT/plan.txt (one per line) and OUT/plan.sh
     (`bash plan.sh` runs them in turn; `bash plan.sh I` runs the I-th, e.g. I=$SLURM_ARRAY_TASK_ID).
     Returns {"commands", "variants", "collect", "script", "text"}."""
