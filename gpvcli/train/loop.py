@@ -446,10 +446,13 @@ def train(run_dir: str | Path, *, config: str = "tiny", data_dir: str | Path | N
           overrides: list[str] | tuple[str, ...] = (), resume: bool = False, show_progress: bool = True) -> dict:
     """Train (or resume) a run; returns {"run_dir", "steps", "best", "last_validation"}."""
     from gpvcli import paths
+    from gpvcli.model.pretrained import check_named, load_reports, reports_line
 
     run_dir = Path(run_dir)
     cfg = resolve_config(run_dir, config=config, overrides=list(overrides), resume=resume)
     t = cfg.train
+    # named checkpoints are found (or downloaded) and checked before data is prepared
+    check_named(cfg.model, kinds=("visual", "text") if t.stage == "gpv" else ("visual",))
     dist = distributed.setup(t.device)
     try:
         if data_dir is None:
@@ -469,8 +472,11 @@ def train(run_dir: str | Path, *, config: str = "tiny", data_dir: str | Path | N
         if dist.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
+                reports = load_reports(stage.model)
+                print(reports_line(reports), flush=True)
                 io.write_text(run_dir / CONFIG_FILE, _yaml(cfg))
-                io.write_json(run_dir / "run.json", {"data_dir": str(data_dir.resolve()), "stage": t.stage})
+                io.write_json(run_dir / "run.json", {"data_dir": str(data_dir.resolve()), "stage": t.stage,
+                                                     "weights": {k: r.as_dict() for k, r in reports.items()}})
         return Trainer(stage, cfg, run_dir, dist, show_progress).fit(resume)
     finally:
         distributed.cleanup(dist)
