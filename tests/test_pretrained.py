@@ -246,6 +246,28 @@ def test_bert_loads_completely_and_ignores_the_pretraining_heads(bert_folder):
         build_bert(TextConfig(pretrained=str(folder), **{**BERT_SIZES, "layers": 3}))
 
 
+def test_incomplete_bert_is_refused_and_hub_names_find_it_in_the_cache(bert_folder, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    folder, _ = bert_folder
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for f in folder.iterdir():
+        (cut / f.name).write_bytes(f.read_bytes())
+    tensors = pretrained.read_tensors(folder)
+    gone = "bert.encoder.layer.1.attention.self.query.weight"
+    save_file({k: v for k, v in tensors.items() if k != gone}, str(cut / "model.safetensors"))
+    with pytest.raises(GPVError, match="1 tensors missing from the checkpoint .*layer.1.attention.self.query.weight"):
+        build_bert(TextConfig(pretrained=str(cut), **BERT_SIZES))
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = _hub_cache(tmp_path / "hub", folder, "bert-base-uncased", "main")
+    bert, report = build_bert(TextConfig(pretrained="bert-base-uncased", **BERT_SIZES))
+    assert report.folder == str(snapshot) and report.loaded == len(bert.state_dict())
+    assert len(build_tokenizer(TextConfig(pretrained="bert-base-uncased", **BERT_SIZES))) == 10
+
+
 def _hub_cache(root, folder, repo: str, revision: str):
     """A Hugging Face hub cache holding `folder`'s files as `repo` at `revision`."""
     entry = root / f"models--{repo.replace('/', '--')}"

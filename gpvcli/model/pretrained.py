@@ -109,14 +109,13 @@ def _from_hub(spec: str, setting: str, needed: tuple[str, ...], optional: tuple[
         folder = None
     if folder is not None and _complete(folder, needed):
         return folder
+    absent = f"{setting}={spec} is not a folder here and not in the local Hugging Face cache"
     if not download:
-        raise NotCached(f"{setting}={spec} is not in the local Hugging Face cache", hint=hint)
+        raise NotCached(absent, hint=hint)
     if _offline():
-        raise GPVError(f"{setting}={spec} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
-                       hint=hint)
+        raise GPVError(f"{absent}, and HF_HUB_OFFLINE is set", hint=hint)
     if not _hub_reachable():
-        raise GPVError(f"{setting}={spec} is not in the local Hugging Face cache and the hub cannot be reached",
-                       hint=hint)
+        raise GPVError(f"{absent}, and the hub cannot be reached", hint=hint)
     files = (CONFIG, *needed, *optional)
     try:
         folder = Path(snapshot_download(name, revision=revision, allow_patterns=[

@@ -46,8 +46,9 @@ def build_bert(text_cfg) -> tuple[BertModel, LoadReport]:
         bert = BertModel(BertConfig(**{b: getattr(text_cfg, f) for f, b in _SIZES.items()}))
         return bert, LoadReport.random_init("text", bert)
     folder = text_folder(text_cfg)
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()  # its load table: the LoadReport says it in one line
+    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()  # its load table and bar: the LoadReport says it in one line
+    transformers_logging.disable_progress_bar()
     try:
         bert, info = BertModel.from_pretrained(str(folder), output_loading_info=True)
     except (OSError, ValueError) as e:
@@ -55,6 +56,8 @@ def build_bert(text_cfg) -> tuple[BertModel, LoadReport]:
                        hint="give a folder or hub name of a transformers BERT")
     finally:
         transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
     reshaped = {m[0]: tuple(m[1:]) for m in info["mismatched_keys"]}
     check_load(setting=SETTING, spec=text_cfg.pretrained, missing=sorted(info["missing_keys"]),
                unexpected=sorted(info["unexpected_keys"]), reshaped=reshaped,
