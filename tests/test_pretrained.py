@@ -204,7 +204,7 @@ def test_incomplete_or_foreign_checkpoint_is_refused(detr, tmp_path):
     assert e.value.exit_code == 2
     extra = _save(tmp_path / "extra", {**tensors, "model.decoder.layers.2.fc1.weight": torch.zeros(64, 32)},
                   json.loads(detr.config.to_json_string()))
-    with pytest.raises(GPVError, match="1 tensors unexpected .*decoder.layers.2.mlp.fc1.weight"):
+    with pytest.raises(GPVError, match="1 tensor unexpected .*decoder.layers.2.mlp.fc1.weight"):
         build_visual(VisualConfig(**SMALL, pretrained=str(extra)))
     with pytest.raises(GPVError, match="encoder_attention_heads=2 but model.visual.attention_heads=4"):
         build_visual(VisualConfig(**{**SMALL, "attention_heads": 4}, pretrained=str(folder)))
@@ -257,7 +257,7 @@ def test_incomplete_bert_is_refused_and_hub_names_find_it_in_the_cache(bert_fold
     tensors = pretrained.read_tensors(folder)
     gone = "bert.encoder.layer.1.attention.self.query.weight"
     save_file({k: v for k, v in tensors.items() if k != gone}, str(cut / "model.safetensors"))
-    with pytest.raises(GPVError, match="1 tensors missing from the checkpoint .*layer.1.attention.self.query.weight"):
+    with pytest.raises(GPVError, match="1 tensor missing from the checkpoint .*layer.1.attention.self.query.weight"):
         build_bert(TextConfig(pretrained=str(cut), **BERT_SIZES))
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))

@@ -92,13 +92,12 @@ def _hub_reachable() -> bool:
     return True
 
 
-def _complete(folder: Path, needed: tuple[str, ...]) -> bool:
-    return (folder / CONFIG).is_file() and any((folder / f).is_file() for f in WEIGHT_FILES) and all(
-        (folder / f).is_file() for f in needed)
+def _complete(folder: Path) -> bool:
+    """Whether `folder` holds a transformers checkpoint: config.json and weights."""
+    return (folder / CONFIG).is_file() and any((folder / f).is_file() for f in WEIGHT_FILES)
 
 
-def _from_hub(spec: str, setting: str, needed: tuple[str, ...], optional: tuple[str, ...],
-              download: bool) -> Path:
+def _from_hub(spec: str, setting: str, optional: tuple[str, ...], download: bool) -> Path:
     from huggingface_hub import snapshot_download
 
     name, revision = split_revision(spec)
@@ -107,7 +106,7 @@ def _from_hub(spec: str, setting: str, needed: tuple[str, ...], optional: tuple[
         folder = Path(snapshot_download(name, revision=revision, local_files_only=True))
     except (OSError, ValueError):  # not in the cache (or a cache entry without this revision)
         folder = None
-    if folder is not None and _complete(folder, needed):
+    if folder is not None and _complete(folder):
         return folder
     absent = f"{setting}={spec} is not a folder here and not in the local Hugging Face cache"
     if not download:
@@ -116,40 +115,40 @@ def _from_hub(spec: str, setting: str, needed: tuple[str, ...], optional: tuple[
         raise GPVError(f"{absent}, and HF_HUB_OFFLINE is set", hint=hint)
     if not _hub_reachable():
         raise GPVError(f"{absent}, and the hub cannot be reached", hint=hint)
-    files = (CONFIG, *needed, *optional)
+    files = (CONFIG, *optional)
     try:
         folder = Path(snapshot_download(name, revision=revision, allow_patterns=[
             *files, SAFETENSORS, SAFETENSORS_INDEX, "model-*-of-*.safetensors"]))
-        if not _complete(folder, needed):  # no safetensors in this repository: the PyTorch weights
+        if not _complete(folder):  # no safetensors in this repository: the PyTorch weights
             folder = Path(snapshot_download(name, revision=revision, allow_patterns=[*files, TORCH_BIN]))
     except Exception as e:
         raise GPVError(f"cannot download {setting}={spec} ({brief(e)})", hint=hint) from e
-    if not _complete(folder, needed):
-        raise GPVError(f"{setting}={spec}: the repository has no {' + '.join((CONFIG, *needed))} and weights "
-                       f"({' or '.join(WEIGHT_FILES)})", hint="name a transformers checkpoint")
+    if not _complete(folder):
+        raise GPVError(f"{setting}={spec}: the repository has no {CONFIG} and weights ({' or '.join(WEIGHT_FILES)})",
+                       hint="name a transformers checkpoint")
     return folder
 
 
-def resolve(spec: str, setting: str, *, own_files: tuple[str, ...] = (), needed: tuple[str, ...] = (),
-            optional: tuple[str, ...] = (), download: bool = True) -> Path:
+def resolve(spec: str, setting: str, *, own_files: tuple[str, ...] = (), optional: tuple[str, ...] = (),
+            download: bool = True) -> Path:
     """The local folder of `spec` (see the module doc); `setting` names the config field in messages.
 
-    A local folder must hold one of `own_files` (a gpvcli format) or config.json and weights; a hub
-    snapshot config.json, weights and every one of `needed`; `optional` files are downloaded when the
+    A local folder must hold one of `own_files` (a gpvcli format) or config.json and weights, a hub
+    snapshot config.json and weights; `optional` files (a tokenizer's) are downloaded with them when the
     repository has them. download=False: a hub name that is not cached raises NotCached.
     """
     folder = Path(spec).expanduser()
     if folder.exists():
         if not folder.is_dir():
             raise GPVError(f"{setting}={spec} is a file, not a checkpoint folder")
-        if not any((folder / f).is_file() for f in own_files) and not _complete(folder, ()):
+        if not any((folder / f).is_file() for f in own_files) and not _complete(folder):
             expected = " or ".join([*own_files, f"{CONFIG} + {' or '.join(WEIGHT_FILES)}"])
             raise GPVError(f"{setting}={spec} holds no checkpoint (no {expected})",
                            hint="name the folder a checkpoint was saved in")
         return folder
     if not _HUB_NAME.match(split_revision(spec)[0]):
         raise GPVError(f"{setting}={spec}: no such folder", hint="give an existing folder or a hub name")
-    return _from_hub(spec, setting, needed, optional, download)
+    return _from_hub(spec, setting, optional, download)
 
 
 def read_config(folder: Path) -> dict:
@@ -203,7 +202,7 @@ class LoadReport:
 
     @classmethod
     def random_init(cls, kind: str, module: nn.Module) -> LoadReport:
-        return cls(kind, None, None, 0, _tensor_names(module.state_dict()), [])
+        return cls(kind, None, None, 0, tensor_names(module.state_dict()), [])
 
     def line(self) -> str:
         if self.source is None:
@@ -222,7 +221,7 @@ def _few(names: list[str], n: int = 3) -> str:
     return f" ({', '.join(names[:n])}{more})"
 
 
-def _tensor_names(state: dict) -> list[str]:
+def tensor_names(state: dict) -> list[str]:
     """State-dict names that count as tensors of a model (BatchNorm's step counters do not)."""
     return [k for k in state if not k.endswith("num_batches_tracked")]
 
@@ -241,7 +240,7 @@ def check_load(*, setting: str, spec: str, missing: Iterable[str], unexpected: I
     for names, what in ((bad_missing, "missing from the checkpoint"), (bad_unexpected, "unexpected"),
                         (bad_shapes, "of another shape")):
         if names:
-            parts.append(f"{len(names)} tensors {what}{_few(names)}")
+            parts.append(f"{len(names)} tensor{'s' * (len(names) > 1)} {what}{_few(names)}")
     if parts:
         raise GPVError(f"{setting}={spec} does not fit the model: {'; '.join(parts)}", hint=hint)
 

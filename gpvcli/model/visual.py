@@ -47,6 +47,7 @@ from gpvcli.model.pretrained import (
     read_config,
     read_tensors,
     resolve,
+    tensor_names,
 )
 from gpvcli.model.roi import roi_align_mean
 
@@ -325,7 +326,7 @@ def visual_folder(cfg: VisualConfig, *, download: bool = True) -> Path:
 def _load_checkpoint(encoder: VisualEncoder, source: dict[str, Tensor], spec: str, folder: Path) -> LoadReport:
     """Copy `source` (our names) into `encoder` after checking that it fits (see the module doc)."""
     own = encoder.state_dict()
-    names = [n for n in own if not n.endswith("num_batches_tracked")]
+    names = tensor_names(own)
     reshaped = {n: (tuple(source[n].shape), tuple(own[n].shape)) for n in names
                 if n in source and source[n].shape != own[n].shape}
     missing = [n for n in names if n not in source]
