@@ -6,6 +6,7 @@ revision: transformers' ResNet) and bert-base-uncased. No network is used.
 """
 
 import json
+import socket
 
 import pytest
 import torch
@@ -297,7 +298,17 @@ def test_hub_names_resolve_from_the_cache_or_fail_with_the_download_command(no_t
         pretrained.resolve(spec, "model.visual.pretrained", download=False)
 
     snapshot = _hub_cache(tmp_path, no_timm_folder, "facebook/detr-resnet-50", "no_timm")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    calls = []  # a cached name is resolved without a network call, offline mode or not
+
+    def no_network(*args, **kwargs):
+        calls.append(args)
+        raise OSError("no network in this test")
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     enc = build_visual(VisualConfig(**SMALL, pretrained=spec))
+    assert calls == []
     assert enc.load_report.folder == str(snapshot) and enc.load_report.source == spec
     assert enc.load_report.started_fresh == ["class_head.weight", "class_head.bias"]
     with pytest.raises(GPVError, match="not in the local Hugging Face cache"):  # main is not cached
