@@ -260,6 +260,11 @@ def test_incomplete_bert_is_refused_and_hub_names_find_it_in_the_cache(bert_fold
     save_file({k: v for k, v in tensors.items() if k != gone}, str(cut / "model.safetensors"))
     with pytest.raises(GPVError, match="1 tensor missing from the checkpoint .*layer.1.attention.self.query.weight"):
         build_bert(TextConfig(pretrained=str(cut), **BERT_SIZES))
+    wide = "bert.encoder.layer.0.intermediate.dense.weight"
+    save_file({**tensors, wide: torch.zeros(65, 32)}, str(cut / "model.safetensors"))
+    with pytest.raises(GPVError, match=r"1 tensor of another shape \(encoder.layer.0.intermediate.dense.weight "
+                                       r"\[65, 32\] in the checkpoint, \[64, 32\] in the model\)"):
+        build_bert(TextConfig(pretrained=str(cut), **BERT_SIZES))
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -50,7 +50,8 @@ def build_bert(text_cfg) -> tuple[BertModel, LoadReport]:
     transformers_logging.set_verbosity_error()  # its load table and bar: the LoadReport says it in one line
     transformers_logging.disable_progress_bar()
     try:
-        bert, info = BertModel.from_pretrained(str(folder), output_loading_info=True)
+        # mismatched sizes are reported (and refused by check_load below), not raised
+        bert, info = BertModel.from_pretrained(str(folder), output_loading_info=True, ignore_mismatched_sizes=True)
     except (OSError, ValueError) as e:
         raise GPVError(f"cannot load the text encoder {text_cfg.pretrained!r} ({brief(e)})",
                        hint="give a folder or hub name of a transformers BERT")
