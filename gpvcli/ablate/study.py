@@ -157,8 +157,12 @@ def run_ablation(*, study: str = "tasks", tasks: str | None = None, variant: str
     """Run the variants of `study` (or the Table 1 row `tasks`, or the one `variant`) that are not finished,
     then collect the tables. With `variant` (a job of a plan) nothing is collected; returns
     {"results": {name: result}} then, else `collect`'s report plus "results"."""
+    from gpvcli.model.config import load_model_config
+    from gpvcli.model.pretrained import check_named
+
     out = Path(out)
     studies, variants = select_variants(study=study, tasks=tasks, variant=variant, seeds=seeds)
+    check_named(load_model_config(config, list(sets)))  # named checkpoints before data is prepared
     settings = study_settings(config=config, data_dir=prepared_data(data_dir, show_progress=show_progress),
                               budget=budget, sets=list(sets), eval_samples=eval_samples)
     if variant is None and _rank() == 0:
