@@ -111,3 +111,33 @@ def test_resume_across_epochs_and_the_visual_switch_is_bit_identical(reference, 
     final = weights(run, "last")
     visual = [k for k in final if k.startswith("visual.") and final[k].is_floating_point()]
     assert visual and any(not torch.equal(frozen[k], final[k]) for k in visual)   # trained after the switch
+
+
+def test_classifier_stage_resumes_bit_identical(tiny_world, tmp_path, monkeypatch):
+    """The backbone warm-up (stage classifier), killed in its third optimizer step after saving at steps 1
+    and 2, resumes to the same final weights as an uninterrupted run."""
+    sets = FAST_TRAIN + ["train.stage=classifier", "train.max_steps=3", "train.save_every=1"]
+    args = [a for o in sets for a in ("--set", o)]
+    reference, run = tmp_path / "reference", tmp_path / "resumed"
+    result = cli.invoke(app, ["train", "--run", str(reference), "--data", str(tiny_world["data"]), *args])
+    assert result.exit_code == 0, result.output
+
+    real_step, steps = torch.optim.AdamW.step, []
+
+    def dies_at_step_3(self, *a, **k):
+        steps.append(1)
+        if len(steps) == 3:
+            raise Interrupted("killed in step 3")
+        return real_step(self, *a, **k)
+    with monkeypatch.context() as m:
+        m.setattr(torch.optim.AdamW, "step", dies_at_step_3)
+        killed = cli.invoke(app, ["train", "--run", str(run), "--data", str(tiny_world["data"]), *args])
+    assert killed.exit_code == 1 and "killed in step 3" in killed.output
+    assert state(run, "last")["step"] == 2
+    resumed = cli.invoke(app, ["train", "--run", str(run), "--data", str(tiny_world["data"]), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    files = sorted(p.name for p in (reference / "last").glob("*.safetensors"))
+    assert files and files == sorted(p.name for p in (run / "last").glob("*.safetensors"))
+    for name in files:
+        assert same(load_file(reference / "last" / name), load_file(run / "last" / name)), name
+    assert state(run, "last") == state(reference, "last")
