@@ -131,7 +131,7 @@ def test_detector_stage_feeds_gpv(tiny_world, tmp_path, capsys):
 
 
 def test_crop_classifier_stage_feeds_the_detector(tiny_world, tmp_path):
-    """The backbone warm-up learns only the CNN (and its head), validates crop accuracy, resumes exactly,
+    """The backbone warm-up learns only the CNN (and its head), validates crop accuracy,
     and its last/ is a visual checkpoint whose backbone the detector starts from."""
     from gpvcli.data.pretrain import CropDataset
     from gpvcli.data.store import SplitStore
