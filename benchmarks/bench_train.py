@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from gpvcli.data.vocab import SPECIALS, START, Vocab
-from gpvcli.model.config import load_model_config
+from gpvcli.model.config import load_model_config, without_pretrained
 from gpvcli.model.gpv import build_model
 from gpvcli.train.losses import GPVCriterion
 
@@ -72,7 +72,7 @@ def timed(step, steps: int) -> float:
 
 
 def bench(name: str, batch: int, steps: int, vocab_size: int, peak: float) -> None:
-    cfg = load_model_config(name)
+    cfg = without_pretrained(load_model_config(name))  # speed does not depend on the weights: nothing downloaded
     torch.manual_seed(0)
     vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(vocab_size - 4))])
     model = build_model(cfg, vocab)

@@ -3,7 +3,8 @@
 # pass of a preset, beside the paper's GPV-1 figures. No data or training needed.
 #
 # Prints the tables of the tiny and gpv1 presets and writes $RUNS/info/gpv1_task_heads.json.
-# About 13 s a preset (the gpv1 model is measured without allocating its 232M parameters).
+# About 13 s a preset (the gpv1 model is measured without allocating its 232M parameters). The gpv1
+# preset names pretrained checkpoints: info says whether they are in the local cache, never downloads them.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/settings.sh"
 

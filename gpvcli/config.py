@@ -20,6 +20,7 @@ import yaml
 from gpvcli.errors import GPVError
 
 T = TypeVar("T")
+DEFAULT_PRESET = "tiny"          # the config of a command or function given none: the CPU preset
 
 
 def _check(tp: Any, value: Any, where: str) -> Any:

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpvcli import runs
+from gpvcli import runs as run_folder
+from gpvcli.config import DEFAULT_PRESET
 
-# measured on 2 CPU cores (the whole quickstart: 16 min 51 s)
-CLASSIFIER_STEPS = 200    # batches of 64 crops: 1.8 min
-DETECTOR_STEPS = 600      # batches of 32 images: 4.0 min (class-agnostic AP@0.5 0.47; 0.17 after 300)
-GPV_STEPS = 1200          # batches of 32 samples: 9.1 min (then 1.4 min of test evaluation)
+# Steps of each stage at budget 1, sized so that the whole quickstart runs in minutes on 2 CPU cores and the
+# detector localizes before GPV starts from it (times and figures in the README).
+CLASSIFIER_STEPS = 200    # batches of 64 crops
+DETECTOR_STEPS = 600      # batches of 32 images
+GPV_STEPS = 1200          # batches of 32 samples
 
 
 def _finished(run: Path) -> bool:
     from gpvcli.train.config import load_run_config
 
-    steps = runs.steps_done(run)
-    return steps is not None and steps >= load_run_config(run / runs.CONFIG).train.max_steps
+    steps = run_folder.steps_done(run)
+    return steps is not None and steps >= load_run_config(run / run_folder.CONFIG).train.max_steps
 
 
 def _train(run: Path, data: Path, overrides: list[str], show_progress: bool) -> None:
@@ -32,8 +34,8 @@ def _train(run: Path, data: Path, overrides: list[str], show_progress: bool) -> 
 
     if _finished(run):             # (which also restores a last/ interrupted mid-save)
         return
-    resume = (run / runs.LAST).is_dir()
-    train(run, config="tiny", data_dir=data, overrides=[] if resume else overrides, resume=resume,
+    resume = (run / run_folder.LAST).is_dir()
+    train(run, config=DEFAULT_PRESET, data_dir=data, overrides=[] if resume else overrides, resume=resume,
           show_progress=show_progress)
 
 
@@ -47,10 +49,11 @@ def quickstart(*, runs: Path = Path("runs/quickstart"), budget: float = 1.0, sho
     _train(classifier, data, ["train.stage=classifier", "train.batch_size=64",
                               f"train.max_steps={max(1, round(CLASSIFIER_STEPS * budget))}"], show_progress)
     detector = runs / "detector"
-    _train(detector, data, ["train.stage=detector", f"model.visual.pretrained={(classifier / runs.LAST).resolve()}",
+    _train(detector, data, ["train.stage=detector",
+                            f"model.visual.pretrained={(classifier / run_folder.LAST).resolve()}",
                             f"train.max_steps={max(1, round(DETECTOR_STEPS * budget))}"], show_progress)
     gpv = runs / "gpv"
-    _train(gpv, data, [f"model.visual.pretrained={(detector / runs.LAST).resolve()}",
+    _train(gpv, data, [f"model.visual.pretrained={(detector / run_folder.LAST).resolve()}",
                        f"train.max_steps={max(1, round(GPV_STEPS * budget))}"], show_progress)
     result = evaluate(gpv, split="test", show_progress=show_progress)
     examples, picture = examples_on_one_image(gpv, data, runs / "example.jpg")

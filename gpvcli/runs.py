@@ -2,7 +2,8 @@
 
 A run folder (`runs/NAME/`, written by `gpv train`) holds:
     config.yaml      the resolved run config (model + train), written when the run starts
-    run.json         the run record: the prepared data it trains on ("data_dir") and its "stage"
+    run.json         the run record: the prepared data it trains on ("data_dir"), its "stage" and the load
+                     report of each pretrained encoder ("weights")
     metrics.jsonl    one JSON line per log step and per validation
     last/, best/     checkpoints: the stage's weights (for GPV `gpvcli.model.checkpoint`'s model.safetensors,
                      model_config.yaml, vocab, tokenizer), trainer.pt (optimizer, scheduler and RNG states)
@@ -37,8 +38,9 @@ def restore_checkpoints(run: Path) -> Path:
     return run / LAST
 
 
-def write_record(run: Path, *, data_dir: Path, stage: str) -> None:
-    io.write_json(run / RECORD, {"data_dir": str(data_dir.resolve()), "stage": stage})
+def write_record(run: Path, *, data_dir: Path, stage: str, weights: dict) -> None:
+    """run.json: the prepared data, the stage, and the load report of each pretrained encoder ("weights")."""
+    io.write_json(run / RECORD, {"data_dir": str(data_dir.resolve()), "stage": stage, "weights": weights})
 
 
 def recorded_data_dir(run_or_checkpoint: Path) -> Path | None:

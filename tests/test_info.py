@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -51,8 +52,15 @@ def test_info_command_on_tiny():
     assert info["vocab_size"] == 7600
     per_task = json.loads(runner.invoke(app, ["info", "--json", "--set", "model.heads=task"]).output)
     assert _total(per_task["parameters"]) > _total(info["parameters"])
+    # 100 more answer words add a learned input and output vector each (hidden 128 in tiny)
+    bigger = json.loads(runner.invoke(app, ["info", "--config", "tiny", "--json", "--vocab-size", "7700"]).output)
+    assert _total(bigger["parameters"]) - _total(info["parameters"]) == 2 * 100 * 128
     table = runner.invoke(app, ["info", "--vocab-size", "100"])
-    assert table.exit_code == 0 and "co-attention" in table.output and "236.0M" in table.output
+    assert table.exit_code == 0 and "co-attention" in table.output
+    measured = count_parameters(load_model_config("tiny"), vocab_size=100)
+    row = next(line for line in table.output.splitlines() if "parameters" in line and "M" in line)
+    cells = [c.strip() for c in re.split(r"[│|]", row) if c.strip()]
+    assert cells == ["parameters", f"{_total(measured) / 1e6:,.1f}M", "236.0M"]   # measured, then the paper's
     assert "Example: gpv info" in runner.invoke(app, ["info", "--help"]).output
     bad = runner.invoke(app, ["info", "--set", "model.hiden=3"])
     assert bad.exit_code != 0

@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -71,31 +72,54 @@ def test_relevance_is_softmax_of_summed_logits():
 
 
 def test_relevance_head_and_conditioning_modules():
-    torch.manual_seed(0)
-    head, cond = RelevanceHead(dim=8), RelevanceConditioning(dim=8)
-    regions, objectness = torch.randn(2, 3, 8), torch.randn(2, 3, 2)
-    logits = head(regions, objectness)
-    assert torch.allclose(logits, head.linear(regions) + objectness)
-    p = logits.softmax(-1)
-    expected = regions + p[..., :1] * cond.tokens[0] + p[..., 1:] * cond.tokens[1]
-    assert torch.allclose(cond(regions, logits), expected, atol=1e-6)
+    """Hand-set weights, hand-derived outputs: relevance = softmax(Linear(region) + objectness)[0], and a
+    region gains p_rel * t_rel + p_irr * t_irr, with gradients through p."""
+    head = RelevanceHead(dim=3)
+    with torch.no_grad():
+        head.linear.weight.zero_()
+        head.linear.weight[0, 0] = 1.0                   # relevant logit reads the region's first feature
+        head.linear.bias.copy_(torch.tensor([math.log(3), 0.0]))
+    regions = torch.tensor([[[0.0, 5.0, 5.0], [0.0, 0.0, 0.0], [math.log(2), 0.0, 0.0]]])
+    objectness = torch.tensor([[[0.0, 0.0], [0.0, math.log(3)], [0.0, 0.0]]])
+    p = head(regions, objectness).softmax(-1)[..., 0]
+    # odds 3:1 -> 3/4; 3:3 -> 1/2; 3*2:1 -> 6/7
+    torch.testing.assert_close(p, torch.tensor([[0.75, 0.5, 6 / 7]]))
+
+    cond = RelevanceConditioning(dim=3)
+    with torch.no_grad():
+        cond.tokens.copy_(torch.tensor([[4.0, 0.0, 0.0], [0.0, 8.0, 0.0]]))     # t_rel, t_irr
+    logits = torch.tensor([[[math.log(3), 0.0], [0.0, 0.0]]], requires_grad=True)  # p_rel 3/4 and 1/2
+    out = cond(torch.ones(1, 2, 3), logits)
+    torch.testing.assert_close(out, torch.tensor([[[4.0, 3.0, 1.0], [3.0, 5.0, 1.0]]]))
+    out[0, 0, 0].backward()                               # d(1 + 4 p)/d logit_rel = 4 p (1 - p) = 3/4
+    torch.testing.assert_close(logits.grad[0, 0], torch.tensor([0.75, -0.75]))
 
 
 @pytest.mark.parametrize("on", [True, False])
 def test_relevance_conditioning_switch(on):
+    """On: a region the model rates relevant with p (its own `relevance` output) gains p * t_rel +
+    (1 - p) * t_irr; with t_rel = t_irr = v every region gains v. Off: regions pass unchanged."""
     cfg = tiny_cfg(f"model.relevance_conditioning={str(on).lower()}")
     model = model_of(cfg)
     seen = {}
     model.coattention.register_forward_hook(lambda m, i, o: seen.update(regions=o[1]))
-    enc = model.encode(**{k: v for k, v in inputs(cfg).items() if k != "task"})
+    x = {k: v for k, v in inputs(cfg).items() if k != "task"}
     Q = cfg.visual.num_queries
-    if on:
-        shift = enc["relevance_logits"].softmax(-1) @ model.conditioning.tokens
-        assert torch.allclose(enc["memory"][:, :Q], seen["regions"] + shift, atol=1e-6)
-        assert not torch.equal(enc["memory"][:, :Q], seen["regions"])
-    else:
+    if not on:
         assert model.conditioning is None
-        assert torch.equal(enc["memory"][:, :Q], seen["regions"])
+        assert torch.equal(model.encode(**x)["memory"][:, :Q], seen["regions"])
+        return
+    v = torch.randn(cfg.hidden)
+    with torch.no_grad():
+        model.conditioning.tokens.copy_(torch.stack([v, v]))
+    enc = model.encode(**x)
+    torch.testing.assert_close(enc["memory"][:, :Q] - seen["regions"], v.expand(B, Q, -1), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        model.conditioning.tokens.copy_(torch.stack([v, torch.zeros_like(v)]))
+    enc = model.encode(**x)
+    p = enc["relevance"]                                                        # (B, Q)
+    assert p.min() < 0.9 * p.max()                                             # regions rated differently
+    torch.testing.assert_close(enc["memory"][:, :Q] - seen["regions"], p[..., None] * v, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("on", [True, False])

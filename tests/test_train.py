@@ -106,7 +106,7 @@ def test_frozen_visual_epoch_reads_cached_features(tiny_world, tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in rest)                 # the rest trained
 
 
-def test_detector_stage_feeds_gpv(tiny_world, tmp_path):
+def test_detector_stage_feeds_gpv(tiny_world, tmp_path, capsys):
     det = tmp_path / "det"
     train(det, data_dir=tiny_world["data"], overrides=FAST_TRAIN + ["train.stage=detector", "train.max_steps=2"],
           show_progress=False)
@@ -121,10 +121,17 @@ def test_detector_stage_feeds_gpv(tiny_world, tmp_path):
     model = load_file(gpv / "last" / "model.safetensors")
     backbone = [k for k in detector if "backbone" in k and "weight" in k]
     assert backbone and all(torch.equal(detector[k], model["visual." + k]) for k in backbone)
+    # the load report: printed once and kept in run.json; the 81-way detector head starts fresh as a 2-way one
+    weights = json.loads((gpv / "run.json").read_text())["weights"]
+    loaded = sum(not k.endswith("num_batches_tracked") for k in detector) - 2
+    assert weights["visual"]["source"] == str(det / "last") and weights["visual"]["loaded"] == loaded
+    assert weights["visual"]["started_fresh"] == ["class_head.weight", "class_head.bias"]
+    assert weights["text"]["source"] is None and weights["text"]["loaded"] == 0
+    assert f"weights: visual {det / 'last'}: {loaded} tensors loaded, 2 started fresh" in capsys.readouterr().out
 
 
 def test_crop_classifier_stage_feeds_the_detector(tiny_world, tmp_path):
-    """The backbone warm-up learns only the CNN (and its head), validates crop accuracy, resumes exactly,
+    """The backbone warm-up learns only the CNN (and its head), validates crop accuracy,
     and its last/ is a visual checkpoint whose backbone the detector starts from."""
     from gpvcli.data.pretrain import CropDataset
     from gpvcli.data.store import SplitStore

@@ -36,6 +36,7 @@ from gpvcli.ablate.variants import (
     steps_for,
     study_variants,
 )
+from gpvcli.config import DEFAULT_PRESET
 from gpvcli.default_data import prepared_data
 from gpvcli.errors import GPVError
 from gpvcli.eval.evaluate import evaluate
@@ -149,17 +150,21 @@ def select_variants(*, study: str, tasks: str | None, variant: str | None, seeds
 
 
 def run_ablation(*, study: str = "tasks", tasks: str | None = None, variant: str | None = None,
-                 config: str = "tiny", data_dir: str | Path | None = None, out: str | Path = DEFAULT_OUT,
+                 config: str = DEFAULT_PRESET, data_dir: str | Path | None = None, out: str | Path = DEFAULT_OUT,
                  budget: float = 1.0, seeds: int = 1, sets: list[str] | tuple[str, ...] = (),
                  eval_samples: int = EVAL_SAMPLES, show_progress: bool = True,
                  log: Callable[[str], None] = lambda message: None) -> dict:
     """Run the variants of `study` (or the Table 1 row `tasks`, or the one `variant`) that are not finished,
     then collect the tables. With `variant` (a job of a plan) nothing is collected; returns
     {"results": {name: result}} then, else `collect`'s report plus "results"."""
+    from gpvcli.model.config import load_model_config
+    from gpvcli.model.pretrained import check_named
+
     out = Path(out)
     studies, variants = select_variants(study=study, tasks=tasks, variant=variant, seeds=seeds)
-    settings = study_settings(config=config, data_dir=prepared_data(data_dir, show_progress=show_progress), budget=budget,
-                              sets=list(sets), eval_samples=eval_samples)
+    check_named(load_model_config(config, list(sets)))  # named checkpoints before data is prepared
+    settings = study_settings(config=config, data_dir=prepared_data(data_dir, show_progress=show_progress),
+                              budget=budget, sets=list(sets), eval_samples=eval_samples)
     if variant is None and _rank() == 0:
         io.write_json(out / "settings.json", settings)
     results = {}
@@ -185,9 +190,10 @@ def variant_command(variant: Variant, settings: dict, *, out: Path, launcher: st
     return shlex.join([*prefix, *args])
 
 
-def plan(*, study: str = "tasks", tasks: str | None = None, config: str = "tiny", data_dir: str | Path | None = None,
-         out: str | Path = DEFAULT_OUT, budget: float = 1.0, seeds: int = 1, sets: list[str] | tuple[str, ...] = (),
-         eval_samples: int = EVAL_SAMPLES, launcher: str | None = None) -> dict:
+def plan(*, study: str = "tasks", tasks: str | None = None, config: str = DEFAULT_PRESET,
+         data_dir: str | Path | None = None, out: str | Path = DEFAULT_OUT, budget: float = 1.0, seeds: int = 1,
+         sets: list[str] | tuple[str, ...] = (), eval_samples: int = EVAL_SAMPLES,
+         launcher: str | None = None) -> dict:
     """One command per unfinished-or-not variant, saved as OUT/plan.txt (one per line) and OUT/plan.sh
     (`bash plan.sh` runs them in turn; `bash plan.sh I` runs the I-th, e.g. I=$SLURM_ARRAY_TASK_ID).
     Returns {"commands", "variants", "collect", "script", "text"}."""

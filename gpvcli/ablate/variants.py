@@ -27,8 +27,8 @@ STUDY_NAMES = ("tasks", "relevance", "heads")
 # encoder trains from the start). Presets without a recipe keep their own training settings; their default
 # budget is the full schedule (train.epochs) of the four-task model.
 RECIPES = {
-    # 600 steps of 32 samples: about 5 minutes a variant on 2 CPU cores, so the 10 distinct variants of
-    # --study all, with their evaluation, took 47 minutes (measured: `gpv ablate --study all`).
+    # 600 steps of 32 samples: a few minutes a variant on 2 CPU cores, so that --study all (10 distinct
+    # variants, with their evaluation) runs within an hour (measured time in the README).
     "tiny": {"steps": 600, "overrides": ["train.val_samples=100", "train.save_every=100"]},
 }
 # Config fields a variant sets; --set must leave them alone.

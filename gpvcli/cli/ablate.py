@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from gpvcli.cli.common import console, print_table
+from gpvcli.cli.common import config_option, console, data_option, print_table, set_option
 
 
 def ablate_command(
@@ -14,15 +14,13 @@ def ablate_command(
                               "heads (Table 3) or all."),
     tasks: str | None = typer.Option(None, "--tasks", help="Run only this Table 1 row, e.g. vqa,cap,loc."),
     variant: str | None = typer.Option(None, "--variant", help="Run one variant by name (a line of --plan)."),
-    config: str = typer.Option("tiny", "--config", help="Preset name or YAML file, for every variant."),
-    data: Path | None = typer.Option(None, "--data", help="Prepared data folder; default $GPV_HOME/prepared/sce "
-                                     "(prepared on first use)."),
+    config: str = config_option(),
+    data: Path | None = data_option(),
     out: Path = typer.Option(Path("runs/ablate"), "--out", help="Ablation folder (one folder per variant)."),
     budget: float = typer.Option(1.0, "--budget", help="Multiplies the default step budget of every variant "
                                  "(tiny: 600 steps of 32 samples; other presets: their full schedule)."),
     seeds: int = typer.Option(1, "--seeds", help="Repeat each variant with seeds 0..N-1 (mean ± std)."),
-    set_: list[str] = typer.Option([], "--set", help="Config override section.key=value for every variant "
-                                   "(repeatable)."),
+    set_: list[str] = set_option(),
     eval_samples: int = typer.Option(300, "--eval-samples", help="Test samples scored per task, the same first "
                                      "ones for every variant (0 = all)."),
     plan: bool = typer.Option(False, "--plan", help="Print and save one command per variant; run nothing."),
@@ -31,6 +29,7 @@ def ablate_command(
     collect: bool = typer.Option(False, "--collect", help="Only build the tables from finished variants."),
 ) -> None:
     """Train and evaluate each variant once (resuming unfinished ones), then print and save the tables.
+    --config, --data and --set apply to every variant.
 
     Examples: gpv ablate | gpv ablate --tasks vqa,cap,loc | gpv ablate --study all --seeds 2 |
     gpv ablate --study all --plan --launcher "torchrun --nproc_per_node=8" | gpv ablate --collect --study all

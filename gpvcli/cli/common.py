@@ -1,11 +1,49 @@
-"""Pieces shared by the CLI commands: the console and rich tables."""
+"""Pieces shared by the CLI commands: the options several commands take, the console and rich tables."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import typer
 from rich.console import Console
 from rich.table import Table
 
+from gpvcli.config import DEFAULT_PRESET
+
 console = Console()
+
+
+# ---- options shared by several commands (each call makes the option for one command) ----------------
+
+def config_option() -> str:
+    return typer.Option(DEFAULT_PRESET, "--config", help="Preset name (tiny, gpv1, ...) or a YAML file.")
+
+
+def set_option() -> list[str]:
+    return typer.Option([], "--set", help="Config override section.key=value, e.g. model.heads=task (repeatable).")
+
+
+def data_option() -> Path | None:
+    """--data of the commands that train: the default data is made on first use."""
+    return typer.Option(None, "--data", help="Prepared data folder; default $GPV_HOME/prepared/sce "
+                        "(prepared on first use).")
+
+
+def run_data_option() -> Path | None:
+    """--data of the commands that read a run: the default is the data it was trained on."""
+    return typer.Option(None, "--data", help="Prepared data folder; default: the run's.")
+
+
+def run_argument() -> Path:
+    return typer.Argument(..., help="A run folder (its best/ checkpoint is used) or a checkpoint folder.")
+
+
+def beam_option() -> int:
+    return typer.Option(1, "--beam", help="Beam size (1 = greedy).")
+
+
+def json_option(what: str) -> bool:
+    return typer.Option(False, "--json", help=f"Print {what}.")
 
 
 def print_table(title: str, columns: list[str], rows: list[list], first_column: str = "") -> None:

@@ -7,22 +7,22 @@ from pathlib import Path
 
 import typer
 
-from gpvcli.cli.common import console
+from gpvcli.cli.common import beam_option, console, json_option, run_argument, run_data_option
 
 
 def evaluate_command(
-    run: Path = typer.Argument(..., help="A run folder (its best/ checkpoint is used) or a checkpoint folder."),
+    run: Path = run_argument(),
     split: str = typer.Option("test", "--split", help="test or val."),
-    data: Path | None = typer.Option(None, "--data", help="Prepared data folder; default: the run's."),
+    data: Path | None = run_data_option(),
     out: Path | None = typer.Option(None, "--out", help="Output folder; default RUN/eval/SPLIT."),
     batch_size: int = typer.Option(64, "--batch-size"),
-    beam: int = typer.Option(1, "--beam", help="Beam size (1 = greedy)."),
+    beam: int = beam_option(),
     cls_mask: bool = typer.Option(False, "--cls-mask", help="Classification answers use category words only."),
     limit: int | None = typer.Option(None, "--limit", help="Score only the first N samples (a quick look)."),
     tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated tasks to score (default: all)."),
     checks: bool = typer.Option(True, "--checks/--no-checks",
                                 help="Also score each task with its image or query swapped (grounding checks)."),
-    as_json: bool = typer.Option(False, "--json", help="Print metrics.json instead of a table."),
+    as_json: bool = json_option("metrics.json instead of a table"),
 ) -> None:
     """Decode a split, print a Table 1 row (test / seen / unseen per task) and save metrics and predictions.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from gpvcli.cli.common import console
+from gpvcli.cli.common import beam_option, console, json_option
 from gpvcli.errors import GPVError
 
 
@@ -18,10 +18,10 @@ def predict_command(
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A checkpoint folder (best/ or last/)."),
     task: str | None = typer.Option(None, "--task", help="vqa, cap, loc, cls or refexp; default: from the words."),
     top_k: int = typer.Option(5, "--top-k", help="Boxes to report."),
-    beam: int = typer.Option(1, "--beam", help="Beam size (1 = greedy)."),
+    beam: int = beam_option(),
     out: Path | None = typer.Option(None, "--out", help="Draw the top boxes and the answer: a file, or a folder "
                                     "in batch mode."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON (one line per prediction)."),
+    as_json: bool = json_option("JSON (one line per prediction)"),
 ) -> None:
     """Answer with text and relevance-scored boxes (pixel xyxy).
 

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import typer
 
-from gpvcli.cli.common import console
+from gpvcli.cli.common import console, run_argument, run_data_option
 
 
 def report_command(
-    run: Path = typer.Argument(..., help="A run folder (its best/ checkpoint is used) or a checkpoint folder."),
+    run: Path = run_argument(),
     n: int = typer.Option(10, "--n", help="Number of images; every sample of each is shown."),
     out: Path | None = typer.Option(None, "--out", help="HTML file to write; default RUN/report.html."),
     split: str = typer.Option("test", "--split", help="test, val or train."),
     seed: int = typer.Option(0, "--seed", help="Seed of the image draw."),
-    data: Path | None = typer.Option(None, "--data", help="Prepared data folder; default: the run's."),
+    data: Path | None = run_data_option(),
     top_k: int = typer.Option(5, "--top-k", help="Most relevant boxes drawn per sample."),
 ) -> None:
     """Write one HTML file (images embedded, no external files) with the model's answers and boxes beside

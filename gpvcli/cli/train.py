@@ -6,20 +6,19 @@ from pathlib import Path
 
 import typer
 
-from gpvcli.cli.common import console
+from gpvcli.cli.common import config_option, console, data_option, set_option
 
 
 def train_command(
-    config: str = typer.Option("tiny", "--config", help="Preset name (tiny, gpv1, ...) or a YAML file."),
-    data: Path | None = typer.Option(None, "--data", help="Prepared data folder; default $GPV_HOME/prepared/sce "
-                                     "(prepared on first use)."),
+    config: str = config_option(),
+    data: Path | None = data_option(),
     run: Path = typer.Option(Path("runs/default"), "--run", "--run-dir",
                              help="Run folder (config, metrics, checkpoints); under torchrun write --run-dir "
                                   "(torchrun's own parser mistakes --run for its --run-path)."),
     tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated tasks, e.g. vqa,cap,loc,cls."),
     stage: str | None = typer.Option(None, "--stage", help="gpv (default), detector (stage-0 pretraining) or "
                                                           "classifier (backbone warm-up on crops)."),
-    set_: list[str] = typer.Option([], "--set", help="Config override section.key=value (repeatable)."),
+    set_: list[str] = set_option(),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint."),
 ) -> None:
     """Train a model; an interrupted run continues with --resume.

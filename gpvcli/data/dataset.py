@@ -99,7 +99,7 @@ class GPVDataset(Dataset):
         w = float(self.store.image_width[self.store.image[i]])
         h = float(self.store.image_height[self.store.image[i]])
         scale = torch.tensor([w, h, w, h])
-        item["boxes"] = box_ops.xyxy_to_cxcywh(boxes / scale).clamp(0, 1) if len(boxes) else boxes
+        item["boxes"] = box_ops.xyxy_to_cxcywh((boxes / scale).clamp(0, 1)) if len(boxes) else boxes   # clipped
         return item
 
 

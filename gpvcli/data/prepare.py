@@ -4,10 +4,10 @@ Samples per task (DESIGN.md section 4):
 - vqa: one per question; query = the question; target = the multiple-choice answer; answers = the 10.
 - cap: one per caption; query = a Table 4 captioning prompt; target = the caption.
 - loc: one per (image, category present); query = a Table 4 localization prompt naming the category;
-  boxes = every box of that category.
+  boxes = every box of that category, clipped to the image (COCO has boxes partly outside).
 - cls: one per (image, category present); the input is a crop of the instance with the lowest
   annotation id, enlarged by 20% of its width/height on each side and clipped to the image.
-- refexp: one per referring expression (when the refexp file exists); box = its instance.
+- refexp: one per referring expression (when the refexp file exists); box = its instance's, clipped.
 
 Splits. `coco`: train2014 -> train, val2014 -> val (and test, the same images: COCO has no other
 labelled test set). `sce` (COCO-SCE): train2014 images split 80/20 into train/val by a seeded
@@ -94,7 +94,7 @@ def build_samples(data: coco.ImageSplitData, *, seed: int) -> tuple[ImageTable, 
     mention = _Mentions()
     images, row_of = _image_table(data)
     tables = [_vqa_samples(data, row_of, mention), _caption_samples(data, row_of, mention, rng),
-              *_object_samples(data, images, row_of, mention, rng), *_refexp_samples(data, row_of, mention)]
+              *_object_samples(data, images, row_of, mention, rng), *_refexp_samples(data, images, row_of, mention)]
     return images, SampleTable.concat(tables)
 
 
@@ -160,7 +160,8 @@ def _object_samples(data: coco.ImageSplitData, images: ImageTable, row_of: dict[
     first = np.flatnonzero(new_group)                        # lowest annotation id of each group
     offsets = np.append(first, n_inst).astype(np.int64)
     g_image, g_cat = ann_image[first], ann_cat[first]
-    boxes = Ragged(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float32), offsets)
+    ann_rows = np.asarray([row_of[int(i)] for i in ann_image], np.int64)
+    boxes = Ragged(_clipped_xyxy(xywh, images, ann_rows), offsets)
     rows = np.asarray([row_of[int(i)] for i in g_image], np.int64)
     ids = [f"{i}:{c}" for i, c in zip(g_image.tolist(), g_cat.tolist())]
     names = [cats.by_id()[c].name for c in g_cat.tolist()]
@@ -184,7 +185,8 @@ def _object_samples(data: coco.ImageSplitData, images: ImageTable, row_of: dict[
     return [loc, cls]
 
 
-def _refexp_samples(data: coco.ImageSplitData, row_of: dict[int, int], mention: _Mentions) -> list[SampleTable]:
+def _refexp_samples(data: coco.ImageSplitData, images: ImageTable, row_of: dict[int, int],
+                    mention: _Mentions) -> list[SampleTable]:
     """refexp: one sample per sentence of each referring expression (none without a refexp file)."""
     if not data.refs:
         return []
@@ -200,9 +202,18 @@ def _refexp_samples(data: coco.ImageSplitData, row_of: dict[int, int], mention: 
         image=[row_of[ref["image_id"]] for ref, _, _ in rows_], query=[s for _, _, s in rows_], template_id=None,
         target=[""] * len(rows_),
         mentions=[dict.fromkeys((a["category_id"], *mention(s))) for a, (_, _, s) in zip(anns, rows_)],
-        boxes=Ragged.from_rows([[[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                                  a["bbox"][1] + a["bbox"][3]]] for a in anns], np.float32, width=4),
+        boxes=Ragged(_clipped_xyxy(np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4), images,
+                                   np.asarray([row_of[a["image_id"]] for a in anns], np.int64)),
+                     np.arange(len(anns) + 1, dtype=np.int64)),
         category_id=[a["category_id"] for a in anns])]
+
+
+def _clipped_xyxy(xywh: np.ndarray, images: ImageTable, rows: np.ndarray) -> np.ndarray:
+    """(N, 4) COCO xywh boxes of the images at `rows` -> float32 xyxy pixels clipped to their image."""
+    w = np.asarray(images.width, np.float64)[rows]
+    h = np.asarray(images.height, np.float64)[rows]
+    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    return np.clip(xyxy, 0, np.stack([w, h, w, h], 1)).astype(np.float32)
 
 
 def held_out_mask(samples: SampleTable) -> np.ndarray:

@@ -59,7 +59,7 @@ class DetectionDataset(Dataset):
             xyxy = np.concatenate([store.boxes[i] for i in by_image[row]]) / np.array([w, h, w, h], np.float32)
             labels = np.concatenate([[label_of[int(store.category_id[i])]] * len(store.boxes[i])
                                      for i in by_image[row]])
-            self.targets.append((box_ops.xyxy_to_cxcywh(torch.from_numpy(xyxy)).clamp(0, 1),
+            self.targets.append((box_ops.xyxy_to_cxcywh(torch.from_numpy(xyxy).clamp(0, 1)),   # clipped
                                  torch.as_tensor(labels, dtype=torch.long)))
         self.tasks = ["loc"] * len(self.rows)
 

@@ -22,7 +22,8 @@ string column `X/strings` and `X/offsets` into it.
     /samples/target       strings (N,)     text target: vqa multiple-choice answer, caption, cls category
                                            name; "" for box tasks
     /samples/answers      ragged strings   vqa: the 10 human answers; else empty
-    /samples/boxes        ragged float32 (K, 4)  xyxy pixels: loc all boxes of the category, refexp its box
+    /samples/boxes        ragged float32 (K, 4)  xyxy pixels clipped to the image: loc all boxes of the
+                                           category, refexp its box
     /samples/crop         float32 (N, 4)   cls: xyxy pixel crop of the input image; NaN otherwise
     /samples/category_id  int32 (N,)       loc/cls/refexp: the COCO category id; -1 otherwise
     /samples/mentions     ragged int32     COCO ids of the categories the sample mentions

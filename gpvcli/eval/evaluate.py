@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,6 @@ from gpvcli.data.store import SplitStore
 from gpvcli.device import pick_device
 from gpvcli.errors import GPVError
 from gpvcli.eval import grounding, runner
-from gpvcli.model.checkpoint import WEIGHTS
 from gpvcli.progress import progress_bar
 
 TOP_BOXES = 10
@@ -50,33 +50,27 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
     """Decode and score `split` (only `tasks`, when given; only the first `limit` of those samples, when
     given), and, with `checks`, score every task again with its image or query swapped (the grounding
     checks, `gpvcli.eval.grounding`); returns the metrics dict written to metrics.json."""
-    from gpvcli.model.checkpoint import load_model
+    from gpvcli.model.checkpoint import WEIGHTS
 
     if split not in ("test", "val"):
         raise GPVError(f"unknown split {split!r}", hint="use test or val")
     checkpoint = runs.resolve_checkpoint(run_or_checkpoint)
     data_dir = runs.data_of(checkpoint, data_dir)
     store = SplitStore(data_dir / f"{split}.h5")
-    dev = pick_device(device)
-    model, cfg, vocab, tokenizer = load_model(checkpoint, device=str(dev))
     indices = np.arange(len(store)) if tasks is None else np.flatnonzero(np.isin(np.asarray(store.tasks), tasks))
     indices = indices[:limit]
     swaps = grounding.pairings(store, indices) if checks else {}
-
+    decoder = Decoder(checkpoint, device=device)
+    options = {"batch_size": batch_size, "beam_size": beam_size, "cls_mask": cls_mask}
     with progress_bar(show_progress) as progress:
-        def decode(title: str, targets: np.ndarray, image_of=None, query_of=None) -> list[dict]:
-            dataset = GPVDataset(store, vocab, image_size=tuple(cfg.visual.image_size),
-                                 max_answer_len=cfg.max_answer_len, indices=targets, image_of=image_of,
-                                 query_of=query_of)
-            loader = DataLoader(dataset, batch_sampler=runner.task_batches(dataset.tasks, batch_size),
-                                collate_fn=Collator(tokenizer))
-            bar = progress.add_task(title, total=len(dataset), info="")
-            return runner.predict(model, loader, vocab, device=dev, beam_size=beam_size, cls_mask=cls_mask,
-                                  progress=lambda n: progress.advance(bar, n))
+        def decode(title: str, targets: np.ndarray, **swap) -> list[dict]:
+            bar = progress.add_task(title, total=len(targets), info="")
+            return decoder(store, targets, **swap, **options, progress=lambda n: progress.advance(bar, n))
 
         preds = decode(f"evaluating {split}", indices)
-        swapped = {task: decode(f"{task}, {swap.kind} swapped", swap.targets, swap.image_of, swap.query_of)
-                   for task, swap in swaps.items()}
+        swapped = {task: decode(f"{task}, {swap.kind} swapped", swap.targets, image_of=swap.image_of,
+                                query_of=swap.query_of) for task, swap in swaps.items()}
+    cfg = decoder.cfg
     table, scores = runner.score(store, preds)
     swapped_scores = {task: runner.sample_scores(store, p) for task, p in swapped.items()}
     for task, swap in swaps.items():
@@ -100,6 +94,29 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
     write_swapped(out, store, swaps, swapped, swapped_scores)
     result["out_dir"] = str(out)
     return result
+
+
+class Decoder:
+    """A checkpoint's model, loaded once on `device`, that decodes store samples in one-task batches."""
+
+    def __init__(self, checkpoint: Path, *, device: str = "auto"):
+        from gpvcli.model.checkpoint import load_model
+
+        self.device = pick_device(device)
+        self.model, self.cfg, self.vocab, self.tokenizer = load_model(checkpoint, device=str(self.device))
+
+    def __call__(self, store: SplitStore, indices: np.ndarray, *, image_of: np.ndarray | None = None,
+                 query_of: np.ndarray | None = None, batch_size: int = 64, beam_size: int = 1,
+                 cls_mask: bool = False, progress: Callable[[int], None] | None = None) -> list[dict]:
+        """`runner.predict` records (boxes normalized cxcywh sorted by relevance) of store samples `indices`,
+        each read with the image of `image_of` and the query of `query_of` when given (see GPVDataset)."""
+        dataset = GPVDataset(store, self.vocab, image_size=tuple(self.cfg.visual.image_size),
+                             max_answer_len=self.cfg.max_answer_len, indices=np.asarray(indices), image_of=image_of,
+                             query_of=query_of)
+        loader = DataLoader(dataset, batch_sampler=runner.task_batches(dataset.tasks, batch_size),
+                            collate_fn=Collator(self.tokenizer))
+        return runner.predict(self.model, loader, self.vocab, device=self.device, beam_size=beam_size,
+                              cls_mask=cls_mask, progress=progress)
 
 
 def write_swapped(out: Path, store: SplitStore, swaps: dict[str, grounding.Swap],

@@ -23,10 +23,11 @@ from gpvcli.model.visual import VisualConfig
 class TextConfig:
     """The BERT text encoder.
 
-    pretrained (str | None, None): a local folder or hub name for
-        `BertModel.from_pretrained` and `AutoTokenizer.from_pretrained`; None = random
-        init from the sizes below and a WordPiece tokenizer over the prepared
-        query_vocab.txt. With a name, the sizes below must match the model's.
+    pretrained (str | None, None): a transformers BERT to start from: a local folder
+        or a hub name with an optional @revision (gpvcli.model.pretrained resolves it,
+        from the local cache first); None = random init from the sizes below and a
+        WordPiece tokenizer over the prepared query_vocab.txt. With a name, the sizes
+        below must match the model's and every BERT tensor must load.
     frozen (bool, True): no gradients to BERT, which stays in eval mode.
     hidden (int, 768): BERT hidden size (E).
     layers (int, 12): BERT layers.

@@ -181,7 +181,7 @@ def build_model(cfg: ModelConfig, vocab: Vocab) -> GPV:
     """
     if cfg.visual.num_classes != 2:
         raise GPVError(f"GPV needs model.visual.num_classes=2 (object / no-object), got {cfg.visual.num_classes}")
-    bert = build_bert(cfg.text)
+    bert, text_report = build_bert(cfg.text)
     table = None
     if cfg.answer_vectors == "frozen_text":
         if cfg.text.pretrained is None:
@@ -194,7 +194,7 @@ def build_model(cfg: ModelConfig, vocab: Vocab) -> GPV:
              for name in cfg.text_head_names()}
     return GPV(
         visual=build_visual(cfg.visual),
-        text=TextEncoder(bert=bert, dim=cfg.hidden, frozen=cfg.text.frozen),
+        text=TextEncoder(bert=bert, dim=cfg.hidden, frozen=cfg.text.frozen, load_report=text_report),
         dim=cfg.hidden,
         coattention=CoAttention(layers=cfg.coattention_layers, dim=cfg.hidden, heads=cfg.coattention_heads,
                                 ffn=cfg.coattention_ffn, dropout=cfg.dropout),

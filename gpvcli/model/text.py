@@ -1,11 +1,12 @@
 """The text encoder (BERT, last layer, all tokens, then Linear to D), its tokenizer and word vectors.
 
-With `text.pretrained` set (a local folder or a hub name) BERT and its tokenizer
-load with `from_pretrained`; otherwise BERT is randomly initialised from the
-config's sizes and the tokenizer is a WordPiece `BertTokenizerFast` built offline
-from `query_vocab.txt` (written by `gpv prepare`: [PAD], [UNK], [CLS], [SEP],
-[MASK], then words). BERT's pooler is part of the checkpoint but its output is
-never used: it is always frozen.
+With `text.pretrained` set (a local folder, or a hub name with an optional @revision,
+resolved by gpvcli.model.pretrained) BERT and its tokenizer load with `from_pretrained`
+from that folder; every BERT tensor must load (the pre-training heads `cls.*` are
+ignored; only the pooler, whose output is never used, may start fresh). Otherwise
+BERT is randomly initialised from the config's sizes and the tokenizer is a WordPiece
+`BertTokenizerFast` built offline from `query_vocab.txt` (written by `gpv prepare`:
+[PAD], [UNK], [CLS], [SEP], [MASK], then words). BERT's pooler is always frozen.
 """
 
 from __future__ import annotations
@@ -15,42 +16,68 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
+from transformers.utils import logging as transformers_logging
 
-from gpvcli.errors import GPVError
+from gpvcli.errors import GPVError, brief
+from gpvcli.model.pretrained import TOKENIZER_FILES, LoadReport, check_load, read_config, resolve
 
 # TextConfig field -> BertConfig field
 _SIZES = {"hidden": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
           "intermediate": "intermediate_size", "vocab_size": "vocab_size", "max_position": "max_position_embeddings"}
+SETTING = "model.text.pretrained"
 
 
-def build_bert(text_cfg) -> BertModel:
-    """BERT from `text_cfg` (a `gpvcli.model.config.TextConfig`): pretrained, or random with its sizes.
-
-    A pretrained model whose sizes differ from the config's is refused: the
-    config must describe the model so that checkpoints rebuild it.
-    """
-    if text_cfg.pretrained is None:
-        return BertModel(BertConfig(**{b: getattr(text_cfg, f) for f, b in _SIZES.items()}))
-    try:
-        bert = BertModel.from_pretrained(text_cfg.pretrained)
-    except OSError as e:
-        raise GPVError(f"cannot load the text encoder {text_cfg.pretrained!r} ({e})",
-                       hint="give a local folder or a hub name that is in the local cache")
+def text_folder(text_cfg, *, download: bool = True) -> Path:
+    """The local folder of `text_cfg.pretrained`, its config.json's sizes checked against `text_cfg`: a
+    pretrained model whose sizes differ from the config's is refused, so that checkpoints rebuild it."""
+    folder = resolve(text_cfg.pretrained, SETTING, optional=TOKENIZER_FILES, download=download)
+    config = read_config(folder)
     for f, b in _SIZES.items():
-        if getattr(bert.config, b) != getattr(text_cfg, f):
-            raise GPVError(f"{text_cfg.pretrained} has {b}={getattr(bert.config, b)} but the config says "
-                           f"model.text.{f}={getattr(text_cfg, f)}",
-                           hint=f"add --set model.text.{f}={getattr(bert.config, b)}")
-    return bert
+        if b in config and config[b] != getattr(text_cfg, f):
+            raise GPVError(f"{text_cfg.pretrained} has {b}={config[b]} but the config says "
+                           f"model.text.{f}={getattr(text_cfg, f)}", hint=f"add --set model.text.{f}={config[b]}")
+    return folder
+
+
+def build_bert(text_cfg) -> tuple[BertModel, LoadReport]:
+    """BERT from `text_cfg` (a `gpvcli.model.config.TextConfig`): pretrained, or random with its sizes;
+    and the report of what was loaded."""
+    if text_cfg.pretrained is None:
+        bert = BertModel(BertConfig(**{b: getattr(text_cfg, f) for f, b in _SIZES.items()}))
+        return bert, LoadReport.random_init("text", bert)
+    folder = text_folder(text_cfg)
+    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()  # its load table and bar: the LoadReport says it in one line
+    transformers_logging.disable_progress_bar()
+    try:
+        # mismatched sizes are reported (and refused by check_load below), not raised
+        bert, info = BertModel.from_pretrained(str(folder), output_loading_info=True, ignore_mismatched_sizes=True)
+    except (OSError, ValueError) as e:
+        raise GPVError(f"cannot load the text encoder {text_cfg.pretrained!r} ({brief(e)})",
+                       hint="give a folder or hub name of a transformers BERT")
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
+    reshaped = {m[0]: tuple(m[1:]) for m in info["mismatched_keys"]}
+    check_load(setting=SETTING, spec=text_cfg.pretrained, missing=sorted(info["missing_keys"]),
+               unexpected=sorted(info["unexpected_keys"]), reshaped=reshaped,
+               may_start_fresh=lambda n: n.startswith("pooler.") and n not in reshaped,
+               may_ignore=lambda n: n.startswith("cls.") or n.endswith("position_ids"),
+               hint="name a BERT checkpoint (transformers BertModel or BertForPreTraining)")
+    names = list(bert.state_dict())
+    fresh = sorted(set(info["missing_keys"]) | set(reshaped))
+    return bert, LoadReport("text", text_cfg.pretrained, str(folder), len(names) - len(fresh), fresh,
+                            sorted(info["unexpected_keys"]))
 
 
 def build_tokenizer(text_cfg, query_vocab_file: Path | None = None):
     """The query tokenizer: the pretrained one, or WordPiece over `query_vocab_file`."""
     if text_cfg.pretrained is not None:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(text_cfg.pretrained)
-        except OSError as e:
-            raise GPVError(f"cannot load the tokenizer of {text_cfg.pretrained!r} ({e})")
+            tokenizer = AutoTokenizer.from_pretrained(str(text_folder(text_cfg)))
+        except (OSError, ValueError) as e:
+            raise GPVError(f"cannot load the tokenizer of {text_cfg.pretrained!r} ({brief(e)})")
     else:
         if query_vocab_file is None or not Path(query_vocab_file).is_file():
             raise GPVError(f"query vocabulary not found: {query_vocab_file}",
@@ -71,9 +98,10 @@ class TextEncoder(nn.Module):
     gradients and stays in eval mode (no dropout) even when the model trains.
     """
 
-    def __init__(self, *, bert: BertModel, dim: int, frozen: bool):
+    def __init__(self, *, bert: BertModel, dim: int, frozen: bool, load_report: LoadReport | None = None):
         super().__init__()
         self.bert = bert
+        self.load_report = load_report
         self.frozen = frozen
         self.proj = nn.Linear(bert.config.hidden_size, dim)
         if frozen:

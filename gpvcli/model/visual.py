@@ -13,10 +13,12 @@ names them "stages.N"), and it swaps every BatchNorm for a frozen batch norm, wh
 is the identity at random initialization. `frozen_batchnorm` and
 `freeze_stem_and_first_stage` decide both explicitly.
 
-Checkpoints: `build_visual` copies every weight whose name and shape match from
-either a transformers DETR checkpoint (a folder or hub name readable by
-`DetrForObjectDetection.from_pretrained`, with a transformers ResNet backbone, not
-timm) or a folder written by `save_visual` (detected by `visual.safetensors`).
+Checkpoints (`model.visual.pretrained`): a transformers DETR (a folder, or a hub name such as
+facebook/detr-resnet-50 or facebook/detr-resnet-50@no_timm; either backbone layout, read without timm,
+see gpvcli.model.pretrained) or a folder written by `save_visual` (detected by `visual.safetensors`).
+Every backbone, encoder and decoder tensor must load; only the class head (its size is num_classes) and
+the object queries of the other kind (plain query embeddings vs anchors) may start fresh, and only those
+queries and BatchNorm step counters may be ignored.
 """
 
 from __future__ import annotations
@@ -37,14 +39,25 @@ from gpvcli.boxes import cxcywh_to_xyxy
 from gpvcli.config import from_dict, to_dict
 from gpvcli.errors import GPVError
 from gpvcli.io import atomic_path, write_text
+from gpvcli.model.pretrained import (
+    LoadReport,
+    check_detr_config,
+    check_load,
+    detr_tensor_name,
+    read_config,
+    read_tensors,
+    resolve,
+    tensor_names,
+)
 from gpvcli.model.roi import roi_align_mean
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "visual.safetensors"
 CONFIG_FILE = "visual_config.yaml"
-# our parameter-name prefixes -> those of transformers' DetrForObjectDetection
-_HF_PREFIXES = {"detr.": "model.", "class_head.": "class_labels_classifier.", "box_head.": "bbox_predictor."}
+SETTING = "model.visual.pretrained"
+# tensors of the two kinds of object queries (VisualConfig.query_anchors)
+_QUERY_TENSORS = ("detr.query_position_embeddings.", "anchors", "anchor_embedding.", "anchor_log_sigma")
 
 
 @dataclass
@@ -52,8 +65,9 @@ class VisualConfig:
     """Sizes and training policy of the visual encoder. Defaults are the `tiny` CPU preset.
 
     Attributes:
-        pretrained (str | None, None): weights to start from: a transformers DETR checkpoint
-            (local folder or hub name) or a folder written by `save_visual`; None = random init.
+        pretrained (str | None, None): weights to start from: a transformers DETR checkpoint (local folder,
+            or hub name with an optional @revision, e.g. facebook/detr-resnet-50@no_timm) or a folder written
+            by `save_visual`; None = random init. Every tensor but the class head must load (see the module doc).
         image_size (list[int], [96, 128]): (H, W) every image is resized to (aspect ratio not kept)
             by the data pipeline before the encoder.
         backbone_layer_type (str, "basic"): ResNet block type, "basic" (ResNet-18/34) or "bottleneck" (ResNet-50).
@@ -75,9 +89,8 @@ class VisualConfig:
             of that point (the code the image tokens carry) through a 2-layer MLP, its box centre is an
             offset from the point in logit space (Anchor DETR, DAB-DETR), and its cross-attention logits get
             a Gaussian bias around the point with a learned width (SMCA). Trained from scratch, plain queries
-            ignore the image and output one box layout for every image for hundreds of steps; measured on the
-            default world, 300 tiny detector steps: class-agnostic AP@0.5 0.058 plain, 0.037 with anchors
-            alone, 0.172 with anchors and the bias.
+            ignore the image and output one box layout for every image for hundreds of steps; anchors with
+            the bias read it (figures in the README).
         dropout (float, 0.1): dropout in the DETR transformer.
         num_classes (int, 2): class-head outputs. 2 = GPV objectness (0 object, 1 no-object);
             K + 1 for stage-0 detector pretraining (K categories, no-object last).
@@ -87,8 +100,7 @@ class VisualConfig:
         group_norm (int, 0): with frozen_batchnorm False: 0 = ordinary BatchNorm; G > 0 = GroupNorm with
             G groups (at most the channel count), which behaves the same in training and evaluation. Small
             CPU batches make BatchNorm's running statistics drift from the batch statistics the model
-            trained with; measured on the tiny detector: train-mode AP@0.5 0.08, eval-mode 0.00 (every
-            query collapsed onto one box).
+            trained with, so in evaluation every query collapses onto one box (figures in the README).
         freeze_stem_and_first_stage (bool, False): never train conv1 (the stem) and the first ResNet
             stage (GPV-1 with pretrained weights: True).
         roi_size (int, 7): RoI-Align output grid side (averaged afterwards).
@@ -176,7 +188,7 @@ class VisualEncoder(nn.Module):
         self.freeze_stem_and_first_stage = freeze_stem_and_first_stage
         self.roi_size = roi_size
         self.roi_sampling_ratio = roi_sampling_ratio
-        self.load_report: dict[str, list[str]] | None = None  # set by build_visual when weights are loaded
+        self.load_report: LoadReport | None = None  # set by build_visual
         # transformers draws the object queries from N(0, 0.02): every query then starts (and, trained from
         # scratch, stays) nearly identical, so without dropout's noise all boxes collapse onto one.
         # The original DETR draws them from N(0, 1).
@@ -296,65 +308,52 @@ def _module_kwargs(cfg: VisualConfig) -> dict:
     return kwargs
 
 
-def _read_hf_detr(source: str) -> dict[str, Tensor]:
-    """Tensors of a transformers DETR checkpoint, renamed to our parameter names."""
-    try:
-        from transformers import DetrForObjectDetection
-
-        model, info = DetrForObjectDetection.from_pretrained(source, output_loading_info=True)
-    except (OSError, ValueError, ImportError) as e:
-        raise GPVError(f"cannot read DETR checkpoint {source!r}: {e}",
-                       hint="give a local folder with a transformers DETR (ResNet backbone, not timm) "
-                            "or a folder written by `gpv train --stage detector`")
-    absent = set(info["missing_keys"])
-    out = {}
-    for name, tensor in model.state_dict().items():
-        if name in absent:
-            continue
-        ours = next((o + name[len(h):] for o, h in _HF_PREFIXES.items() if name.startswith(h)), name)
-        out[ours] = tensor
-    return out
+def _is_query(name: str) -> bool:
+    return name.startswith(_QUERY_TENSORS)
 
 
-def _copy_matching(encoder: VisualEncoder, source: dict[str, Tensor]) -> dict[str, list[str]]:
+def visual_folder(cfg: VisualConfig, *, download: bool = True) -> Path:
+    """The local folder of `cfg.pretrained` (gpvcli.model.pretrained.resolve), its DETR config.json checked
+    against `cfg`."""
+    folder = resolve(cfg.pretrained, SETTING, own_files=(WEIGHTS_FILE,), download=download)
+    if not (folder / WEIGHTS_FILE).is_file():
+        check_detr_config(read_config(folder), cfg, SETTING, cfg.pretrained)
+    return folder
+
+
+def _load_checkpoint(encoder: VisualEncoder, source: dict[str, Tensor], spec: str, folder: Path) -> LoadReport:
+    """Copy `source` (our names) into `encoder` after checking that it fits (see the module doc)."""
     own = encoder.state_dict()
-    report = {"loaded": [], "missing": [], "unexpected": sorted(set(source) - set(own)), "reinitialized": []}
+    names = tensor_names(own)
+    reshaped = {n: (tuple(source[n].shape), tuple(own[n].shape)) for n in names
+                if n in source and source[n].shape != own[n].shape}
+    missing = [n for n in names if n not in source]
+    unexpected = [n for n in source if n not in own]
+    check_load(setting=SETTING, spec=spec, missing=missing, unexpected=unexpected, reshaped=reshaped,
+               may_start_fresh=lambda n: n.startswith("class_head.") or _is_query(n) and n not in reshaped,
+               may_ignore=lambda n: _is_query(n) or n.endswith("num_batches_tracked"),
+               hint="set model.visual's sizes and norms to the checkpoint's (DETR-R50: the gpv1 preset's)")
+    loaded = [n for n in names if n in source and n not in reshaped]
     with torch.no_grad():
-        for name, tensor in own.items():
-            if name not in source:
-                if not name.endswith("num_batches_tracked"):
-                    report["missing"].append(name)
-            elif source[name].shape != tensor.shape:
-                report["reinitialized"].append(name)
-            else:
-                tensor.copy_(source[name])
-                report["loaded"].append(name)
-    return report
+        for n in loaded:
+            own[n].copy_(source[n])
+    return LoadReport("visual", spec, str(folder), len(loaded), [n for n in names if n not in loaded], unexpected)
 
 
 def build_visual(cfg: VisualConfig) -> VisualEncoder:
-    """The encoder of `cfg`: random init, or weights copied from `cfg.pretrained` by name and shape.
-
-    With `pretrained`, `encoder.load_report` maps "loaded" (copied), "missing" (absent from the
-    checkpoint, left at init), "reinitialized" (present with another shape, e.g. the class head
-    of a COCO detector, left at init) and "unexpected" (checkpoint tensors we do not have) to
-    lists of tensor names.
-    """
+    """The encoder of `cfg`: random init, or every tensor of `cfg.pretrained` (a transformers DETR or a
+    `save_visual` folder) but the documented heads; `encoder.load_report` says what was loaded."""
     encoder = VisualEncoder(**_module_kwargs(cfg))
     if cfg.pretrained is None:
+        encoder.load_report = LoadReport.random_init("visual", encoder)
         return encoder
-    folder = Path(cfg.pretrained)
+    folder = visual_folder(cfg)
     if (folder / WEIGHTS_FILE).is_file():
         source = load_file(folder / WEIGHTS_FILE)
     else:
-        source = _read_hf_detr(cfg.pretrained)
-    report = _copy_matching(encoder, source)
-    if not report["loaded"]:
-        raise GPVError(f"no weight of {cfg.pretrained} matches the visual config",
-                       hint="set the visual backbone and transformer sizes to the checkpoint's")
-    log.info("visual weights from %s: %d loaded, %d missing, %d reinitialized, %d unexpected", cfg.pretrained,
-             *(len(report[k]) for k in ("loaded", "missing", "reinitialized", "unexpected")))
-    encoder.load_report = report
+        source = {detr_tensor_name(n): t for n, t in read_tensors(folder).items()}
+    encoder.load_report = _load_checkpoint(encoder, source, cfg.pretrained, folder)
+    log.info("visual weights: %s", encoder.load_report.line())
     return encoder
 
 

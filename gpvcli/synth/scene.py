@@ -81,7 +81,7 @@ def layout(rng: np.random.Generator, width: int, height: int) -> list[Sprite]:
 
     5-10 distinct categories (`category_weights`); none, one or two of them get 2-3
     instances; at most MAX_OBJECTS objects. Crowded scenes keep the class-blind localizer
-    baseline low: with 1-4 objects, ranking all boxes at random already scores AP@0.5 0.64.
+    baseline low (with a few objects, ranking all boxes at random already scores high).
     Objects are placed at random where the overlap of their boxes with each placed box is
     at most 15% of the smaller box (shrinking after every 15 failed tries, the long side
     kept >= 16 px at 128x96); an object that does not fit after 60 tries is dropped.

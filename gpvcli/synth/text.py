@@ -190,18 +190,18 @@ def _present(rng: np.random.Generator, objs: list[Obj], *, plural: bool) -> Ques
     return f"Is there {indefinite(noun(rng, c))}{where}?", answer, [], f"present {c}"
 
 
-def _unique(objs: list[Obj]) -> list[Obj]:
-    """The objects that are the only one of their category."""
+def _one_of_a_kind(rng: np.random.Generator, objs: list[Obj]) -> Obj | None:
+    """An object that is the only one of its category, drawn uniformly (None when there is none)."""
     count = Counter(o.category for o in objs)
-    return [o for o in objs if count[o.category] == 1]
+    unique = [o for o in objs if count[o.category] == 1]
+    return pick(rng, unique) if unique else None
 
 
 def _is_colour(rng: np.random.Generator, objs: list[Obj]) -> Question | None:
     """'Is the dog red?', right half the time."""
-    unique = _unique(objs)
-    if not unique:
+    o = _one_of_a_kind(rng, objs)
+    if o is None:
         return None
-    o = pick(rng, unique)
     asked = o.colour if rng.random() < 0.5 else pick(rng, [c for c in COLOUR_NAMES if c != o.colour])
     return (f"Is the {noun(rng, o.category)} {asked}?", "yes" if asked == o.colour else "no", [],
             f"colour {o.category}")
@@ -223,10 +223,9 @@ def _how_many(rng: np.random.Generator, objs: list[Obj]) -> Question:
 
 def _what_colour(rng: np.random.Generator, objs: list[Obj]) -> Question | None:
     """'What color is the dog?'"""
-    unique = _unique(objs)
-    if not unique:
+    o = _one_of_a_kind(rng, objs)
+    if o is None:
         return None
-    o = pick(rng, unique)
     return (f"What color is the {noun(rng, o.category)}?", o.colour,
             list(COLOUR_SYNONYMS.get(o.colour, ())), f"colour {o.category}")
 
@@ -244,10 +243,9 @@ def _which_by_colour(rng: np.random.Generator, objs: list[Obj]) -> Question | No
 
 def _which_by_place(rng: np.random.Generator, objs: list[Obj]) -> Question | None:
     """'What is to the left of the bus?', when one object is clearly the nearest that way."""
-    unique = _unique(objs)
-    if not unique:
+    ref = _one_of_a_kind(rng, objs)
+    if ref is None:
         return None
-    ref = pick(rng, unique)
     direction = pick(rng, ["to the left of", "to the right of", "above", "below"])
     o = _nearest(objs, ref, direction)
     if o is None or o.category == ref.category:

@@ -13,18 +13,12 @@ from gpvcli.config import from_dict, load_with_overrides
 from gpvcli.data.prompts import TASKS
 from gpvcli.errors import GPVError
 from gpvcli.model.config import ModelConfig
+from gpvcli.train.losses import DEFAULT_BOX_WEIGHTS, DEFAULT_TASK_WEIGHTS, NO_OBJECT_WEIGHT
+from gpvcli.train.matcher import COST_BBOX, COST_CLASS, COST_GIOU
 
 
 def _tasks() -> list[str]:
     return ["vqa", "cap", "loc", "cls"]
-
-
-def _task_weights() -> dict:
-    return {"vqa": 1.0, "cap": 0.05, "cls": 1.0}
-
-
-def _box_weights() -> dict:
-    return {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
 
 
 @dataclass
@@ -83,12 +77,12 @@ class TrainConfig:
     frozen_visual_epochs: int = 10
     cache_features: bool = True
     sampling: Literal["uniform", "task", "balanced"] = "uniform"
-    task_weights: dict = field(default_factory=_task_weights)
-    box_weights: dict = field(default_factory=_box_weights)
-    cost_class: float = 1.0
-    cost_bbox: float = 5.0
-    cost_giou: float = 2.0
-    no_object_weight: float = 0.1
+    task_weights: dict = field(default_factory=lambda: dict(DEFAULT_TASK_WEIGHTS))
+    box_weights: dict = field(default_factory=lambda: dict(DEFAULT_BOX_WEIGHTS))
+    cost_class: float = COST_CLASS
+    cost_bbox: float = COST_BBOX
+    cost_giou: float = COST_GIOU
+    no_object_weight: float = NO_OBJECT_WEIGHT
     include_pad: bool = False
     precision: Literal["fp32", "bf16"] = "bf16"
     seed: int = 0

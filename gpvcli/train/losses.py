@@ -17,10 +17,12 @@ from gpvcli.boxes import cxcywh_to_xyxy, generalized_box_iou
 from gpvcli.data.prompts import BOX_TASKS, TASKS, TEXT_TASKS
 from gpvcli.data.vocab import PAD
 from gpvcli.errors import GPVError, GPVRuntimeError
-from gpvcli.train.matcher import hungarian_match
+from gpvcli.train.matcher import COST_BBOX, COST_CLASS, COST_GIOU, hungarian_match
 
+# the paper's recipe (DESIGN.md section 3)
 DEFAULT_TASK_WEIGHTS = {"vqa": 1.0, "cap": 0.05, "cls": 1.0}
 DEFAULT_BOX_WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+NO_OBJECT_WEIGHT = 0.1
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
@@ -52,7 +54,7 @@ def box_losses(
     targets: list[dict[str, Tensor]],
     indices: list[tuple[Tensor, Tensor]],
     *,
-    no_object_weight: float = 0.1,
+    no_object_weight: float = NO_OBJECT_WEIGHT,
     num_classes: int | None = None,
     num_boxes: float | None = None,
 ) -> dict[str, Tensor]:
@@ -101,6 +103,26 @@ def box_losses(
     return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
 
+def hungarian_loss(
+    pred_logits: Tensor,
+    pred_boxes: Tensor,
+    targets: list[dict[str, Tensor]],
+    *,
+    cost_class: float = COST_CLASS,
+    cost_bbox: float = COST_BBOX,
+    cost_giou: float = COST_GIOU,
+    no_object_weight: float = NO_OBJECT_WEIGHT,
+    num_classes: int | None = None,
+    num_boxes: float | None = None,
+) -> dict[str, Tensor]:
+    """DETR's Hungarian loss: `hungarian_match` with the cost_* weights, then `box_losses` of the
+    matched pairs (same arguments and unscaled terms as `box_losses`)."""
+    indices = hungarian_match(pred_logits, pred_boxes, targets, cost_class=cost_class, cost_bbox=cost_bbox,
+                              cost_giou=cost_giou)
+    return box_losses(pred_logits, pred_boxes, targets, indices, no_object_weight=no_object_weight,
+                      num_classes=num_classes, num_boxes=num_boxes)
+
+
 def text_loss(
     logits: Tensor, targets: Tensor, sample_weight: Tensor | None = None, *, include_pad: bool = False
 ) -> Tensor:
@@ -133,7 +155,7 @@ class GPVCriterion:
 
     task_weights: weight of each text task's term (defaults vqa 1, cap 0.05, cls 1; keys given
         replace the defaults). box_weights: weights of loss_ce, loss_bbox, loss_giou (defaults
-        1, 5, 2). cost_*: the matcher's costs. include_pad: see `text_loss`.
+        DEFAULT_BOX_WEIGHTS). cost_*: the matcher's costs. include_pad: see `text_loss`.
     `weights` maps every term name to its weight.
     """
 
@@ -142,10 +164,10 @@ class GPVCriterion:
         *,
         task_weights: Mapping[str, float] | None = None,
         box_weights: Mapping[str, float] | None = None,
-        cost_class: float = 1.0,
-        cost_bbox: float = 5.0,
-        cost_giou: float = 2.0,
-        no_object_weight: float = 0.1,
+        cost_class: float = COST_CLASS,
+        cost_bbox: float = COST_BBOX,
+        cost_giou: float = COST_GIOU,
+        no_object_weight: float = NO_OBJECT_WEIGHT,
         include_pad: bool = False,
     ):
         task_weights = {**DEFAULT_TASK_WEIGHTS, **(task_weights or {})}
@@ -189,17 +211,8 @@ class GPVCriterion:
                 targets.append(
                     {"boxes": gt, "labels": torch.zeros(len(gt), dtype=torch.int64, device=gt.device)}
                 )
-            indices = hungarian_match(logits, boxes, targets, **self.costs)
-            terms.update(
-                box_losses(
-                    logits,
-                    boxes,
-                    targets,
-                    indices,
-                    no_object_weight=self.no_object_weight,
-                    num_boxes=num_boxes,
-                )
-            )
+            terms.update(hungarian_loss(logits, boxes, targets, **self.costs,
+                                        no_object_weight=self.no_object_weight, num_boxes=num_boxes))
 
         for task in TEXT_TASKS:
             rows = [i for i, t in enumerate(tasks) if t == task]

@@ -15,6 +15,8 @@ from torch import Tensor
 from gpvcli.boxes import cxcywh_to_xyxy, generalized_box_iou
 from gpvcli.errors import GPVRuntimeError
 
+COST_CLASS, COST_BBOX, COST_GIOU = 1.0, 5.0, 2.0      # the paper's (DETR's) matching costs
+
 
 @torch.no_grad()
 def hungarian_match(
@@ -22,9 +24,9 @@ def hungarian_match(
     pred_boxes: Tensor,
     targets: list[dict[str, Tensor]],
     *,
-    cost_class: float = 1.0,
-    cost_bbox: float = 5.0,
-    cost_giou: float = 2.0,
+    cost_class: float = COST_CLASS,
+    cost_bbox: float = COST_BBOX,
+    cost_giou: float = COST_GIOU,
 ) -> list[tuple[Tensor, Tensor]]:
     """Match predictions to targets, sample by sample.
 

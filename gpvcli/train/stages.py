@@ -44,7 +44,7 @@ from gpvcli.model.visual import WEIGHTS_FILE, VisualEncoder, build_visual, save_
 from gpvcli.progress import progress_bar
 from gpvcli.train import distributed
 from gpvcli.train.config import RunConfig
-from gpvcli.train.losses import GPVCriterion, box_losses, phrase_targets, sigmoid_focal_loss
+from gpvcli.train.losses import GPVCriterion, box_losses, hungarian_loss, phrase_targets, sigmoid_focal_loss
 from gpvcli.train.matcher import hungarian_match
 
 
@@ -305,10 +305,9 @@ class DetectorStage(_VisualStage):
         targets = [{"boxes": b.to(self.device), "labels": lab.to(self.device)}
                    for b, lab in zip(batch["boxes"], batch["labels"])]
         t = self.cfg.train
-        indices = hungarian_match(out["objectness"], out["boxes"], targets, cost_class=t.cost_class,
-                                  cost_bbox=t.cost_bbox, cost_giou=t.cost_giou)
-        terms = box_losses(out["objectness"], out["boxes"], targets, indices, no_object_weight=t.no_object_weight,
-                           num_classes=self.num_classes, num_boxes=num_boxes)
+        terms = hungarian_loss(out["objectness"], out["boxes"], targets, cost_class=t.cost_class,
+                               cost_bbox=t.cost_bbox, cost_giou=t.cost_giou, no_object_weight=t.no_object_weight,
+                               num_classes=self.num_classes, num_boxes=num_boxes)
         terms["loss"] = sum(t.box_weights[k] * v for k, v in terms.items())
         return terms
 

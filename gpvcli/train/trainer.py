@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gpvcli import io, runs
-from gpvcli.config import to_dict
+from gpvcli.config import DEFAULT_PRESET, to_dict
 from gpvcli.default_data import prepared_data
 from gpvcli.errors import GPVError, brief
 from gpvcli.progress import progress_bar
@@ -52,12 +52,16 @@ def resolve_config(run_dir: Path, *, config: str, overrides: list[str], resume: 
     return load_run_config(config, overrides)
 
 
-def train(run_dir: str | Path, *, config: str = "tiny", data_dir: str | Path | None = None,
+def train(run_dir: str | Path, *, config: str = DEFAULT_PRESET, data_dir: str | Path | None = None,
           overrides: list[str] | tuple[str, ...] = (), resume: bool = False, show_progress: bool = True) -> dict:
     """Train (or resume) a run; returns {"run_dir", "steps", "best", "last_validation"}."""
+    from gpvcli.model.pretrained import check_named, load_reports, reports_line
+
     run_dir = Path(run_dir)
     cfg = resolve_config(run_dir, config=config, overrides=list(overrides), resume=resume)
     t = cfg.train
+    # named checkpoints are found (or downloaded) and checked before data is prepared
+    check_named(cfg.model, kinds=("visual", "text") if t.stage == "gpv" else ("visual",))
     dist = distributed.setup(t.device)
     try:
         data_dir = prepared_data(data_dir, prepare_missing=not dist.enabled, show_progress=show_progress)
@@ -68,8 +72,11 @@ def train(run_dir: str | Path, *, config: str = "tiny", data_dir: str | Path | N
         if dist.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
+                reports = load_reports(stage.model)
+                print(reports_line(reports), flush=True)
                 io.write_text(run_dir / runs.CONFIG, _yaml(cfg))
-                runs.write_record(run_dir, data_dir=data_dir, stage=t.stage)
+                runs.write_record(run_dir, data_dir=data_dir, stage=t.stage,
+                                  weights={k: r.as_dict() for k, r in reports.items()})
         return Trainer(stage, cfg, run_dir, dist, show_progress).fit(resume)
     finally:
         distributed.cleanup(dist)

@@ -29,12 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from torch.utils.data import DataLoader
 
 from gpvcli import boxes as box_ops
 from gpvcli import io, runs
 from gpvcli.data import categories as cats
-from gpvcli.data.dataset import Collator, GPVDataset
 from gpvcli.data.images import crop, load_image
 from gpvcli.data.prompts import BOX_TASKS, TASKS
 from gpvcli.data.store import SplitStore
@@ -95,16 +93,9 @@ def decode(checkpoint: Path, store: SplitStore, indices: list[int], *, device: s
            batch_size: int = 32) -> tuple[dict[int, dict], dict[int, float]]:
     """Greedy predictions (`runner.predict` records, boxes normalized cxcywh sorted by relevance) and
     per-sample scores (`runner.sample_scores`) of store samples `indices`, both keyed by store index."""
-    from gpvcli.device import pick_device
-    from gpvcli.model.checkpoint import load_model
+    from gpvcli.eval.evaluate import Decoder
 
-    dev = pick_device(device)
-    model, cfg, vocab, tokenizer = load_model(checkpoint, device=str(dev))
-    dataset = GPVDataset(store, vocab, image_size=tuple(cfg.visual.image_size), max_answer_len=cfg.max_answer_len,
-                         indices=np.asarray(indices))
-    loader = DataLoader(dataset, batch_sampler=runner.task_batches(dataset.tasks, batch_size),
-                        collate_fn=Collator(tokenizer))
-    records = runner.predict(model, loader, vocab, device=dev)
+    records = Decoder(checkpoint, device=device)(store, np.asarray(indices), batch_size=batch_size)
     return {r["index"]: r for r in records}, runner.sample_scores(store, records)
 
 

@@ -185,6 +185,21 @@ def ckpt_pickled_weights(fx: Fixture, work: Path) -> Path:
     return path
 
 
+def visual_missing_tensor(fx: Fixture, work: Path) -> Path:
+    """A tiny visual encoder saved as `gpv train --stage detector` saves it, one backbone tensor removed."""
+    from safetensors.torch import load_file, save_file
+
+    from gpvcli.model.config import load_model_config
+    from gpvcli.model.visual import WEIGHTS_FILE, build_visual, save_visual
+
+    cfg = load_model_config("tiny").visual
+    path = save_visual(build_visual(cfg), cfg, work / "visual")
+    tensors = load_file(path / WEIGHTS_FILE)
+    del tensors["detr.backbone.model.encoder.stages.1.layers.0.layer.0.convolution.weight"]
+    save_file(tensors, str(path / WEIGHTS_FILE))
+    return path
+
+
 def _run_copy(fx: Fixture, work: Path) -> Path:
     """The run with its last/ checkpoint (what --resume reads)."""
     path = work / "run"
