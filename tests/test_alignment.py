@@ -86,3 +86,37 @@ def test_align_stage_hands_its_weights_to_gpv(tiny_world, tmp_path):
     with pytest.raises(GPVError, match="phrase_grounding"):
         train(tmp_path / "bad2", data_dir=tiny_world["data"], overrides=[*FAST_TRAIN, "train.stage=align"],
               show_progress=False)
+
+
+def test_region_crops_cut_the_enlarged_box_out_of_the_image():
+    from gpvcli.model.visual import region_crops
+
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    # the top-left quarter at its own resolution: the crop is exactly those pixels
+    quarter = torch.tensor([[[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]]] * 2)
+    crops = region_crops(images, quarter, (4, 4), margin=0.0)
+    assert crops.shape == (2, 2, 3, 4, 4)
+    assert torch.allclose(crops[:, 0], images[..., :4, :4]) and torch.allclose(crops[:, 1], images[..., 4:, 4:])
+    # with a margin of 0.5 the crop spans twice the box: a centred box of half the image is the whole image
+    whole = region_crops(images, torch.tensor([[[0.5, 0.5, 0.5, 0.5]]] * 2), (8, 8), margin=0.5)
+    assert torch.allclose(whole[:, 0], images)
+    # what falls outside the image is 0 (the normalized mean colour)
+    corner = region_crops(images, torch.tensor([[[0.0, 0.0, 0.5, 0.5]]] * 2), (4, 4), margin=0.0)
+    assert torch.equal(corner[:, 0, :, :2, :2], torch.zeros(2, 3, 2, 2))
+    assert torch.allclose(corner[:, 0, :, 2:, 2:], images[..., :2, :2])
+
+
+def test_region_descriptor_holds_the_crop_features():
+    from gpvcli.data.prepare import CROP_MARGIN
+    from gpvcli.model.visual import VisualConfig, build_visual, region_crops
+
+    encoder = build_visual(VisualConfig(image_size=[64, 64], num_queries=3, region_crops=[32, 32], dropout=0.0))
+    encoder.eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = encoder(images)
+        c = encoder.map_dim
+        assert out["roi"].shape == (2, 3, 2 * c) and encoder.roi_dim == 2 * c
+        crops = region_crops(images, out["boxes"], (32, 32), CROP_MARGIN)[1, 2]          # one region by hand
+        fmap, _ = encoder.backbone_map(crops[None])
+        assert torch.allclose(out["roi"][1, 2, c:], fmap.mean(dim=(2, 3))[0], atol=1e-5)

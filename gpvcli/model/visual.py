@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -105,6 +106,12 @@ class VisualConfig:
             stage (GPV-1 with pretrained weights: True).
         roi_size (int, 7): RoI-Align output grid side (averaged afterwards).
         roi_sampling_ratio (int, 2): bilinear samples per RoI bin side.
+        region_crops (list[int] | None, None): (h, w), or None. When set, each region's descriptor also
+            holds the backbone's averaged map of the region itself: its box, enlarged by the margin of the
+            classification crops, resampled from the image to h x w (as R-CNN reads regions). Not in GPV-1:
+            on small images the stride-32 map holds a few cells, each mixing several objects, so RoI pooling
+            alone tells a region's category poorly; the crop classifier warm-up trains the backbone on
+            crops of this size.
     """
 
     pretrained: str | None = None
@@ -128,6 +135,7 @@ class VisualConfig:
     freeze_stem_and_first_stage: bool = False
     roi_size: int = 7
     roi_sampling_ratio: int = 2
+    region_crops: list[int] | None = None
 
 
 def _to_trainable_norm(module: nn.Module, groups: int) -> None:
@@ -166,7 +174,7 @@ class VisualEncoder(nn.Module):
                  attention_heads: int, ffn_dim: int, num_queries: int, query_anchors: bool, dropout: float,
                  num_classes: int,
                  frozen_batchnorm: bool, group_norm: int, freeze_stem_and_first_stage: bool, roi_size: int,
-                 roi_sampling_ratio: int):
+                 roi_sampling_ratio: int, region_crops: list[int] | None = None):
         super().__init__()
         # transformers is imported here, not at module level: reading a config stays fast (CLI errors)
         from transformers import DetrConfig, DetrModel, ResNetConfig
@@ -188,6 +196,7 @@ class VisualEncoder(nn.Module):
         self.freeze_stem_and_first_stage = freeze_stem_and_first_stage
         self.roi_size = roi_size
         self.roi_sampling_ratio = roi_sampling_ratio
+        self.region_crops = None if region_crops is None else tuple(region_crops)
         self.load_report: LoadReport | None = None  # set by build_visual
         # transformers draws the object queries from N(0, 0.02): every query then starts (and, trained from
         # scratch, stays) nearly identical, so without dropout's noise all boxes collapse onto one.
@@ -208,8 +217,14 @@ class VisualEncoder(nn.Module):
         return self.detr.config.d_model
 
     @property
-    def roi_dim(self) -> int:
+    def map_dim(self) -> int:
+        """Channels C of the backbone map that DETR and RoI pooling read."""
         return self.detr.backbone.intermediate_channel_sizes[-1]
+
+    @property
+    def roi_dim(self) -> int:
+        """Size of each region's pooled features: C, or 2C with region crops."""
+        return self.map_dim if self.region_crops is None else 2 * self.map_dim
 
     def _always_frozen(self, backbone_param_name: str) -> bool:
         return self.freeze_stem_and_first_stage and backbone_param_name.startswith(("embedder.", "encoder.stages.0."))
@@ -241,6 +256,16 @@ class VisualEncoder(nn.Module):
         if pixel_mask is None:
             pixel_mask = torch.ones((b, h, w), dtype=torch.long, device=images.device)
         return self.detr.backbone(images, pixel_mask)[-1]
+
+    def crop_features(self, images: Tensor, boxes: Tensor) -> Tensor:
+        """(B, Q, C): the backbone's map of each region's crop (see `region_crops`), averaged. The crops'
+        geometry takes no gradient (the boxes learn from the box losses)."""
+        from gpvcli.data.prepare import CROP_MARGIN
+
+        b, q = boxes.shape[:2]
+        crops = region_crops(images, boxes.detach(), self.region_crops, CROP_MARGIN)    # (B,Q,3,h,w)
+        fmap, _ = self.backbone_map(crops.flatten(0, 1))                                # (B*Q,C,h',w')
+        return fmap.mean(dim=(2, 3)).reshape(b, q, -1)
 
     def _anchor_bias(self, map_size: tuple[int, int], token_mask: Tensor) -> Tensor:
         """Additive cross-attention bias (B, 1, Q, Hf*Wf): a Gaussian of each query's width around its anchor
@@ -289,7 +314,26 @@ class VisualEncoder(nn.Module):
         boxes = boxes.sigmoid()
         roi = roi_align_mean(fmap, cxcywh_to_xyxy(boxes), output_size=self.roi_size,
                              sampling_ratio=self.roi_sampling_ratio)
+        if self.region_crops is not None:
+            roi = torch.cat([roi, self.crop_features(images, boxes)], dim=-1)  # (B,Q,C) + (B,Q,C) -> (B,Q,2C)
         return {"boxes": boxes, "states": states, "objectness": self.class_head(states), "roi": roi}
+
+
+def region_crops(images: Tensor, boxes: Tensor, size: tuple[int, int], margin: float) -> Tensor:
+    """images (B, 3, H, W), boxes (B, Q, 4) normalized cxcywh -> (B, Q, 3, h, w): each box enlarged by
+    `margin` of its width / height on each side, resampled bilinearly; zero (the normalized mean colour)
+    outside the image."""
+    b, q = boxes.shape[:2]
+    h, w = size
+    cx, cy, bw, bh = boxes.unbind(-1)                                                  # (B,Q) each
+    scale = 1 + 2 * margin
+    theta = torch.zeros(b, q, 2, 3, dtype=images.dtype, device=images.device)      # crop -> image, in [-1, 1]
+    theta[..., 0, 0], theta[..., 0, 2] = bw * scale, 2 * cx - 1
+    theta[..., 1, 1], theta[..., 1, 2] = bh * scale, 2 * cy - 1
+    grid = F.affine_grid(theta.reshape(b * q, 2, 3), [b * q, 3, h, w], align_corners=False)  # (B*Q,h,w,2)
+    grid = grid.reshape(b, q * h, w, 2)                                                # crops stacked vertically
+    crops = F.grid_sample(images, grid, align_corners=False)                           # (B,3,Q*h,w)
+    return crops.reshape(b, 3, q, h, w).transpose(1, 2)                                # (B,Q,3,h,w)
 
 
 def sine_code(points: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:

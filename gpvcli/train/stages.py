@@ -246,10 +246,11 @@ class CropClassifierStage(_VisualStage):
 
     def __init__(self, cfg: RunConfig, data_dir: Path, device: torch.device):
         super().__init__(cfg, data_dir, device)
-        self.head = nn.Linear(self.visual.roi_dim, self.num_classes).to(device)
+        self.head = nn.Linear(self.visual.map_dim, self.num_classes).to(device)
         self.model = CropClassifier(self.visual, self.head)
-        self.train_set = CropDataset(self.train_store, self.label_of, self.image_size)
-        self.val_set = self._val_subset(CropDataset(self.val_store, self.label_of, self.image_size))
+        size = tuple(cfg.model.visual.region_crops or self.image_size)     # the regions' crops, when used
+        self.train_set = CropDataset(self.train_store, self.label_of, size)
+        self.val_set = self._val_subset(CropDataset(self.val_store, self.label_of, size))
         self.collate = CropDataset.collate
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
