@@ -1,40 +1,26 @@
-"""The alignment stage's pieces: the region-phrase score, the focal loss and its targets, the GPV
+"""The alignment stage's pieces: the region-phrase score and its targets, the region crops, the GPV
 relevance term, and the align -> gpv hand-over through train.init_from."""
 
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import FAST_TRAIN
 from safetensors.torch import load_file
 
 from gpvcli.errors import GPVError
 from gpvcli.model.heads import RegionPhraseScore, RelevanceHead, mean_tokens
-from gpvcli.train.losses import phrase_targets, sigmoid_focal_loss
+from gpvcli.train.losses import matched_phrases
 from gpvcli.train.trainer import train
 
 
-def test_focal_loss_by_hand_and_against_binary_cross_entropy():
-    # logit 0 -> p = 0.5: a positive costs alpha * 0.5^2 * ln 2, a negative (1 - alpha) * 0.5^2 * ln 2
-    zero = torch.zeros(2)
-    assert sigmoid_focal_loss(zero, torch.tensor([1.0, 0.0])).item() == pytest.approx(
-        (0.25 + 0.75) * 0.25 * math.log(2))
-    logits, targets = torch.randn(3, 5), (torch.rand(3, 5) > 0.5).float()
-    plain = F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
-    assert sigmoid_focal_loss(logits, targets, alpha=0.5, gamma=0.0).item() == pytest.approx(0.5 * plain.item())
-
-
-def test_phrase_targets_mark_matched_queries_of_named_categories():
+def test_matched_phrases_of_named_categories():
     phrase_of = torch.tensor([1, -1, 0])                 # label 0 -> phrase 1; label 1 unnamed; label 2 -> phrase 0
     labels = [torch.tensor([2, 0, 1]), torch.tensor([0])]
     indices = [(torch.tensor([4, 0, 3]), torch.tensor([0, 1, 2])), (torch.tensor([2]), torch.tensor([0]))]
-    hits = phrase_targets(indices, labels, phrase_of, (2, 5, 2))
-    expected = torch.zeros(2, 5, 2)
-    expected[0, 4, 0] = 1      # query 4 <- box 0, label 2, phrase 0
-    expected[0, 0, 1] = 1      # query 0 <- box 1, label 0, phrase 1 (query 3 <- label 1: unnamed)
-    expected[1, 2, 1] = 1
-    assert torch.equal(hits, expected)
+    sample, query, phrase = matched_phrases(indices, labels, phrase_of)
+    # query 4 <- box 0 (label 2, phrase 0); query 0 <- box 1 (label 0, phrase 1); query 3 <- label 1: unnamed
+    assert sample.tolist() == [0, 0, 1] and query.tolist() == [4, 0, 2] and phrase.tolist() == [0, 1, 1]
 
 
 def test_region_phrase_score_is_a_scaled_cosine():

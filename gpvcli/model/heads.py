@@ -42,10 +42,10 @@ class RegionPhraseScore(nn.Module):
     """regions (B,Q,D), phrases (B,P,D) or (P,D) -> logits (B,Q,P) that region q shows phrase p:
     scale * cos(Linear(region), phrase) + bias, a learned scale and bias.
 
-    The contrastive region-word alignment of grounded detectors (MDETR, GLIP): trained as a sigmoid
-    classifier of regions over category phrases in the alignment stage, it scores regions against a
-    whole query in GPV. The bias starts at the log-odds of a 1% prior (most region-phrase pairs do not
-    match)."""
+    The contrastive region-word alignment of grounded detectors (MDETR, GLIP): trained to tell which
+    category phrase a region shows in the alignment stage, it scores regions against a whole query in GPV,
+    where the bias (starting at the log-odds of a 1% prior: most region-query pairs do not match) sets
+    how much a match adds to the relevance."""
 
     def __init__(self, *, dim: int, prior: float = 0.01, scale: float = 10.0):
         super().__init__()

@@ -25,27 +25,19 @@ DEFAULT_BOX_WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
 NO_OBJECT_WEIGHT = 0.1
 
 
-def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
-    """The focal loss of RetinaNet summed over all elements: logits and targets (0/1) of any one shape;
-    each element's binary cross-entropy is scaled by (1 - p_t)^gamma and alpha_t (alpha for
-    positives, 1 - alpha for negatives)."""
-    p = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = p * targets + (1 - p) * (1 - targets)
-    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
-    return (alpha_t * (1 - p_t) ** gamma * ce).sum()
-
-
-def phrase_targets(indices: list[tuple[Tensor, Tensor]], labels: list[Tensor], phrase_of: Tensor,
-                   shape: tuple[int, int, int]) -> Tensor:
-    """The 0/1 targets (B, Q, P) of region-phrase logits: 1 where query q is matched (`indices`, as
-    `hungarian_match` returns them) to a box whose label's phrase is p; labels (N_i,) index `phrase_of`,
-    which gives each label's phrase (-1: not named, no positive)."""
-    hits = torch.zeros(shape)
+def matched_phrases(indices: list[tuple[Tensor, Tensor]], labels: list[Tensor],
+                    phrase_of: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(sample, query, phrase) index tensors of every query matched (`indices`, as `hungarian_match`
+    returns them) to a box whose label has a phrase; labels (N_i,) index `phrase_of`, which gives each
+    label's phrase (-1: not named, left out)."""
+    sample, query, phrase = [], [], []
     for b, ((src, tgt), lab) in enumerate(zip(indices, labels)):
-        phrase = phrase_of[lab[tgt]]
-        hits[b, src[phrase >= 0], phrase[phrase >= 0]] = 1.0
-    return hits
+        p = phrase_of[lab[tgt]]
+        keep = p >= 0
+        sample.append(torch.full((int(keep.sum()),), b, dtype=torch.long))
+        query.append(src[keep])
+        phrase.append(p[keep])
+    return torch.cat(sample), torch.cat(query), torch.cat(phrase)
 
 
 def box_losses(
