@@ -12,7 +12,7 @@ export GPV_HOME="${GPV_HOME:-$HOME/.cache/gpvcli}"
 RUNS="${GPV_EXAMPLE_RUNS:-runs/examples}"
 
 if [[ "${SMALL:-0}" == 1 ]]; then
-  # 40 train2014 images is the least `gpv quickstart` accepts: 32 of them (80%) fill its detector batch.
+  # 40 train2014 images is the least `gpv quickstart` accepts: 32 of them (80%) fill its alignment batch.
   : "${GPV_EXAMPLE_TRAIN_IMAGES:=40}" "${GPV_EXAMPLE_VAL_IMAGES:=4}"
   : "${GPV_EXAMPLE_CLASSIFIER_STEPS:=2}" "${GPV_EXAMPLE_DETECTOR_STEPS:=2}" "${GPV_EXAMPLE_STEPS:=3}"
   # small batches and a small validation subset: a second a step
@@ -33,7 +33,7 @@ REPORT_N="${GPV_EXAMPLE_REPORT_N:-10}"                 # images in the HTML repo
 ABLATE_BUDGET="${GPV_EXAMPLE_ABLATE_BUDGET:-1}"        # 1 = 600 steps a variant for the tiny preset
 ABLATE_EVAL_SAMPLES="${GPV_EXAMPLE_ABLATE_EVAL_SAMPLES:-300}"   # test samples scored per task and variant
 INFO_CONFIGS="${GPV_EXAMPLE_INFO_CONFIGS-tiny gpv1}"   # presets whose tables 09_info prints
-QUICKSTART_BUDGET="${GPV_EXAMPLE_QUICKSTART_BUDGET:-1}"  # 1 = 200 warm-up + 600 detector + 1,200 GPV steps
+QUICKSTART_BUDGET="${GPV_EXAMPLE_QUICKSTART_BUDGET:-1}"  # 1 = 200 warm-up + 600 alignment + 2,400 GPV steps
 
 # Extra `--set section.key=value` overrides for every training (space-separated in GPV_EXAMPLE_SET),
 # used unquoted as $SETS: "--set train.batch_size=8 --set ...".

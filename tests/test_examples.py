@@ -1,6 +1,6 @@
 """Every script in examples/ runs, in the order of examples/README.md, on the smallest sizes (SMALL=1:
 a 40 + 4 image world, 2-3 training steps of 8 samples, quickstart at --budget 0.002, i.e. 1 warm-up,
-1 detector and 2 GPV steps), sharing one temporary GPV_HOME and runs folder, and writes what it says."""
+1 alignment and 5 GPV steps), sharing one temporary GPV_HOME and runs folder, and writes what it says."""
 
 import json
 import os
@@ -81,7 +81,9 @@ def _info(home, runs, out):
 
 def _quickstart(home, runs, out):
     folder = runs / "quickstart"
-    assert (folder / "example.jpg").is_file() and (folder / "detector" / "last").is_dir()
+    assert (folder / "example.jpg").is_file() and (folder / "align" / "last").is_dir()
+    assert "stage: align" in (folder / "align" / "config.yaml").read_text()
+    assert f"init_from: {(folder / 'align' / 'last').resolve()}" in (folder / "gpv" / "config.yaml").read_text()
     assert (folder / "classifier" / "last" / "visual.safetensors").is_file()
     assert json.loads((folder / "gpv" / "eval" / "test" / "metrics.json").read_text())["tasks"]
 

@@ -8,9 +8,10 @@ import torch
 from typer.testing import CliRunner
 
 from gpvcli.cli.app import app
+from gpvcli.quickstart import GPV_STEPS
 
 cli = CliRunner()
-BUDGET = "0.002"         # 1 classifier, 1 detector and 2 GPV steps
+BUDGET = "0.002"         # 1 classifier, 1 alignment and a few GPV steps
 
 
 class Interrupted(Exception):
@@ -52,14 +53,14 @@ def test_quickstart_continues_where_it_stopped(tmp_path, monkeypatch):
                 m.setattr(evaluate, "evaluate", no_evaluation)
             return cli.invoke(app, ["quickstart", "--runs", str(runs), "--budget", BUDGET])
 
-    first = quickstart(die_at_step=3)                # the classifier's step, the detector's, then GPV's first
+    first = quickstart(die_at_step=3)                # the classifier's step, the alignment's, then GPV's first
     assert first.exit_code == 1 and "killed in training" in first.output
     assert not (runs / "gpv" / "last").exists()
-    pretrained = {name: files(runs / name) for name in ("classifier", "detector")}
+    pretrained = {name: files(runs / name) for name in ("classifier", "align")}
 
     second = quickstart(die_in_evaluation=True)
     assert second.exit_code == 1 and "killed in evaluation" in second.output
-    assert len(steps) == 2                           # GPV's 2 steps only: the finished stages were not rerun
+    assert len(steps) == max(1, round(GPV_STEPS * float(BUDGET)))   # GPV's only: finished stages not rerun
     assert {name: files(runs / name) for name in pretrained} == pretrained
     gpv = files(runs / "gpv" / "last")
 

@@ -1,4 +1,4 @@
-"""`gpv quickstart`: synth, prepare, train (detector, then GPV), evaluate and predict in one go."""
+"""`gpv quickstart`: synth, prepare, train (backbone warm-up, alignment, then GPV), evaluate and predict in one go."""
 
 from __future__ import annotations
 
