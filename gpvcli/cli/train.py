@@ -16,8 +16,9 @@ def train_command(
                              help="Run folder (config, metrics, checkpoints); under torchrun write --run-dir "
                                   "(torchrun's own parser mistakes --run for its --run-path)."),
     tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated tasks, e.g. vqa,cap,loc,cls."),
-    stage: str | None = typer.Option(None, "--stage", help="gpv (default), detector (stage-0 pretraining) or "
-                                                          "classifier (backbone warm-up on crops)."),
+    stage: str | None = typer.Option(None, "--stage", help="gpv (default), align (regions and words, before "
+                                                          "gpv), detector (stage-0 pretraining) or classifier "
+                                                          "(backbone warm-up on crops)."),
     set_: list[str] = set_option(),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint."),
 ) -> None:

@@ -61,7 +61,7 @@ def train(run_dir: str | Path, *, config: str = DEFAULT_PRESET, data_dir: str | 
     cfg = resolve_config(run_dir, config=config, overrides=list(overrides), resume=resume)
     t = cfg.train
     # named checkpoints are found (or downloaded) and checked before data is prepared
-    check_named(cfg.model, kinds=("visual", "text") if t.stage == "gpv" else ("visual",))
+    check_named(cfg.model, kinds=("visual", "text") if t.stage in ("gpv", "align") else ("visual",))
     dist = distributed.setup(t.device)
     try:
         data_dir = prepared_data(data_dir, prepare_missing=not dist.enabled, show_progress=show_progress)
