@@ -173,6 +173,29 @@ class GPV(nn.Module):
         return param_groups(self, self.visual)
 
 
+class RegionPhraseModel(nn.Module):
+    """GPV's modules before co-attention (the same objects as `gpv`'s), as the align stage trains them.
+
+    images (B,3,H,W) normalized; phrase_ids, phrase_mask (P,T): P phrases, tokenized.
+    Returns the visual encoder's output dict and the region-phrase logits (B,Q,P) of each region
+    descriptor against each phrase's mean token (`gpv.phrase_score`).
+    """
+
+    def __init__(self, gpv: GPV):
+        super().__init__()
+        if gpv.phrase_score is None:
+            raise GPVError("the region-phrase score needs model.phrase_grounding=true")
+        self.visual, self.regions, self.text = gpv.visual, gpv.regions, gpv.text
+        self.phrase_score = gpv.phrase_score
+
+    def forward(self, images: torch.Tensor, phrase_ids: torch.Tensor,
+                phrase_mask: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        visual = self.visual(images)
+        regions = self.regions(visual["roi"], visual["states"])                         # (B,Q,D)
+        phrases = mean_tokens(self.text(phrase_ids, phrase_mask), phrase_mask)           # (P,T,D) -> (P,D)
+        return visual, self.phrase_score(regions, phrases)                               # (B,Q,P)
+
+
 def build_model(cfg: ModelConfig, vocab: Vocab) -> GPV:
     """GPV of `cfg` with answer vocabulary `vocab`.
 

@@ -37,8 +37,7 @@ from gpvcli.eval.metrics import localization_ap
 from gpvcli.model.checkpoint import WEIGHTS, save_model
 from gpvcli.model.crop_classifier import CropClassifier
 from gpvcli.model.feature_cache import FeatureCache, build_feature_cache, visual_fingerprint
-from gpvcli.model.gpv import build_model
-from gpvcli.model.heads import mean_tokens
+from gpvcli.model.gpv import RegionPhraseModel, build_model
 from gpvcli.model.param_groups import param_groups
 from gpvcli.model.text import build_tokenizer
 from gpvcli.model.visual import WEIGHTS_FILE, VisualEncoder, build_visual, save_visual
@@ -338,7 +337,7 @@ class DetectorStage(_VisualStage):
 
 # ---- regions and words -----------------------------------------------------------------------------
 
-class AlignmentStage(GPVStage):
+class AlignmentStage:
     """Stage "align": detection posed as phrase grounding, between the backbone warm-up (or the detector) and
     GPV. GPV's own visual encoder, region descriptor and text encoder are trained together: each DETR query
     predicts a box and objectness (the 2-way head GPV adds to relevance), and its region descriptor is
@@ -359,10 +358,10 @@ class AlignmentStage(GPVStage):
         self.cfg, self.device = cfg, device
         self.vocab = Vocab.load(data_dir / "vocab.json")
         self.tokenizer = build_tokenizer(cfg.model.text, data_dir / "query_vocab.txt")
-        self.model = build_model(cfg.model, self.vocab).to(device)
-        self.visual = self.model.visual
+        self.gpv = build_model(cfg.model, self.vocab).to(device)       # what is saved: a whole GPV checkpoint
+        self.model = RegionPhraseModel(self.gpv)
+        self.visual = self.gpv.visual
         self.visual.set_trainable(True)
-        self.features = None
         label_of = {c.id: k for k, c in enumerate(cats.categories())}
         image_size = tuple(cfg.model.visual.image_size)
         self.train_store = SplitStore(data_dir / "train.h5")
@@ -380,23 +379,18 @@ class AlignmentStage(GPVStage):
 
     start_epoch = _VisualStage.start_epoch
 
-    def phrases(self, template: int) -> torch.Tensor:
-        """The text encoder's mean token of every named category in Table 4 localization prompt `template`:
-        (P, D)."""
-        enc = self.tokenizer(self.prompts[template], padding=True, return_tensors="pt")
-        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-        return mean_tokens(self.model.text(ids, mask), mask)
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return param_groups(self.model, self.visual)
 
-    def scores(self, images: torch.Tensor, template: int) -> tuple[dict, torch.Tensor]:
-        """The visual encoder's outputs and the region-phrase logits (B, Q, P)."""
-        out = self.model.visual(images)
-        regions = self.model.regions(out["roi"], out["states"])                       # (B,Q,D)
-        return out, self.model.phrase_score(regions, self.phrases(template))
+    def phrases(self, template: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every named category in Table 4 localization prompt `template`, tokenized: ids and mask (P, T)."""
+        enc = self.tokenizer(self.prompts[template], padding=True, return_tensors="pt")
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     def loss(self, model: nn.Module, batch: dict, num_boxes: float | None) -> dict:
         t = self.cfg.train
         template = int(torch.randint(len(self.prompts), ()))
-        out, logits = self.scores(batch["images"].to(self.device), template)
+        out, logits = model(batch["images"].to(self.device), *self.phrases(template))
         targets = [{"boxes": b.to(self.device), "labels": torch.zeros(len(b), dtype=torch.long, device=self.device)}
                    for b in batch["boxes"]]
         indices = hungarian_match(out["objectness"], out["boxes"], targets, cost_class=t.cost_class,
@@ -418,7 +412,7 @@ class AlignmentStage(GPVStage):
         loader = DataLoader(self.val_set, batch_size=self.cfg.train.val_batch_size, collate_fn=self.collate)
         aware, agnostic = [], []
         for batch in loader:
-            out, logits = self.scores(batch["images"].to(self.device), 0)
+            out, logits = self.model(batch["images"].to(self.device), *self.phrases(0))
             obj = out["objectness"].float().log_softmax(-1).cpu()                        # (B, Q, 2)
             logits = logits.float().cpu() + (obj[..., 0] - obj[..., 1])[..., None]     # (B, Q, P)
             pred = box_ops.cxcywh_to_xyxy(out["boxes"].float().cpu())
@@ -432,6 +426,12 @@ class AlignmentStage(GPVStage):
         table = {"ap50": float(np.mean(aware)) if aware else 0.0,
                  "ap50_agnostic": float(np.mean(agnostic)) if agnostic else 0.0}
         return {"tasks": table, "selection": table["ap50"]}
+
+    def save(self, folder: Path) -> None:
+        save_model(folder, self.gpv, self.cfg.model, self.vocab, self.tokenizer)
+
+    def load_weights(self, folder: Path) -> None:
+        self.gpv.load_state_dict(load_file(folder / WEIGHTS))
 
 
 STAGES: dict[str, Callable[[RunConfig, Path, torch.device], Stage]] = {
