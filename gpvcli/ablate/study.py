@@ -16,7 +16,6 @@ A variant whose folder was trained with another config (other --budget or --set)
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import time
@@ -41,6 +40,7 @@ from gpvcli.default_data import prepared_data
 from gpvcli.errors import GPVError
 from gpvcli.eval.evaluate import evaluate
 from gpvcli.train.config import load_run_config
+from gpvcli.train.distributed import launched_rank
 from gpvcli.train.trainer import train
 
 RESULT_FILE = "result.json"
@@ -57,10 +57,6 @@ def study_settings(*, config: str, data_dir: Path, budget: float, sets: list[str
     steps = steps_for(budget, default_steps(config, data_dir, sets))
     return {"config": config, "data_dir": str(data_dir), "budget": budget, "steps": steps, "sets": list(sets),
             "overrides": common_overrides(config, steps=steps, sets=list(sets)), "eval_samples": eval_samples}
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 def _check_config(folder: Path, variant: Variant, settings: dict) -> None:
@@ -95,14 +91,14 @@ def run_variant(variant: Variant, *, out: Path, settings: dict, show_progress: b
     resume = runs.restore_checkpoints(folder).is_dir()
     if resume:
         _check_config(folder, variant, settings)
-    elif folder.exists() and _rank() == 0:
+    elif folder.exists() and launched_rank() == 0:
         shutil.rmtree(folder)            # started, but killed before its first checkpoint
     data_dir = Path(settings["data_dir"])
     start = time.perf_counter()
     outcome = train(folder, config=settings["config"], data_dir=data_dir,
                     overrides=() if resume else [*settings["overrides"], *variant.overrides()],
                     resume=resume, show_progress=show_progress)
-    if _rank() != 0:
+    if launched_rank() != 0:
         return None
     train_seconds = time.perf_counter() - start
     metrics, subset = {}, {}
@@ -161,14 +157,14 @@ def run_ablation(*, study: str = "tasks", tasks: str | None = None, variant: str
     studies, variants = select_variants(study=study, tasks=tasks, variant=variant, seeds=seeds)
     settings = study_settings(config=config, data_dir=prepared_data(data_dir, show_progress=show_progress),
                               budget=budget, sets=list(sets), eval_samples=eval_samples)
-    if variant is None and _rank() == 0:
+    if variant is None and launched_rank() == 0:
         io.write_json(out / "settings.json", settings)
     results = {}
     for k, v in enumerate(variants, 1):
         done = (out / v.name / RESULT_FILE).is_file()
         log(f"variant {k}/{len(variants)}: {v.name}" + (" (finished before)" if done else ""))
         results[v.name] = run_variant(v, out=out, settings=settings, show_progress=show_progress)
-    if variant is not None or _rank() != 0:
+    if variant is not None or launched_rank() != 0:
         return {"results": results}
     return {**collect(out, studies=studies, seeds=seeds), "results": results}
 
