@@ -27,6 +27,7 @@ from gpvcli.io import pid_running
 
 log = logging.getLogger(__name__)
 HOST = socket.gethostname()
+_held: set[Path] = set()           # lock files held by this process: taking one again is a no-op
 
 
 def lock_file(folder: Path) -> Path:
@@ -35,18 +36,28 @@ def lock_file(folder: Path) -> Path:
 
 @contextlib.contextmanager
 def writing(folder: str | os.PathLike, *, option: str) -> Iterator[None]:
-    """Hold the lock of `folder` for the block; `option` is the command-line option that picks another
-    folder (named in the refusal)."""
+    """Hold the lock of `folder` for the block (nested in a block of this process holding it: nothing
+    more); `option` is the command-line option that picks another folder (named in the refusal)."""
     folder = Path(folder)
     path = lock_file(folder)
+    key = path.resolve()
+    if key in _held:               # this process holds it already (an ablation variant trained by `train`)
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(path, folder, option)
+    _held.add(key)
+    try:
+        fd = _acquire(path, folder, option)
+    except BaseException:
+        _held.discard(key)
+        raise
     try:
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)
+        _held.discard(key)
 
 
 def _acquire(path: Path, folder: Path, option: str) -> int:
