@@ -37,6 +37,11 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{_HOST}-{os.getpid()}."
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file or folder name is one of this module's temporaries."""
+    return _TEMP.match(name) is not None
+
+
 def pid_running(pid: int) -> bool:
     if os.name != "posix":
         return True                      # no cheap check: never remove
@@ -163,7 +168,7 @@ def _is_disk_full(e: Exception, folder: Path) -> bool:
         return True
     if any(text in str(e) for text in _NO_SPACE_TEXTS):
         return True
-    return isinstance(e, (OSError, RuntimeError)) and free_bytes(folder) < LOW_SPACE
+    return isinstance(e, RuntimeError) and free_bytes(folder) < LOW_SPACE
 
 
 @contextlib.contextmanager

@@ -121,6 +121,18 @@ def test_prepare_on_a_full_disk(tiny_world, mini_coco, tmp_path, monkeypatch, wh
         assert snapshot(disk) == before                     # the earlier folder intact, no temporary, no lock
 
 
+def test_prepare_replaces_only_a_folder_of_its_own(mini_coco, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".test.h5.host-1.abcdefgh.tmp").write_bytes(b"left by an older gpvcli")
+    prepare_module.prepare("sce", coco_dir=mini_coco, out_dir=out, seed=0)
+    assert sorted(p.name for p in out.iterdir()) == sorted(prepare_module.PREPARED_FILES)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(GPVError, match="holds files that `gpv prepare` did not write \\(notes.txt\\)"):
+        prepare_module.prepare("sce", coco_dir=mini_coco, out_dir=out, seed=0)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_a_checkpoint_on_a_full_disk_keeps_the_previous_one(tiny_world, tiny_run, tmp_path, monkeypatch):
     size = io.size_of(tiny_run / runs.LAST)                 # one checkpoint of this config
     disk = tmp_path / "disk"

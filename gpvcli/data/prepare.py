@@ -41,7 +41,7 @@ HELD_FOR_TASK = {"vqa": cats.HELD_VQA_CAP, "cap": cats.HELD_VQA_CAP,
                  "loc": cats.HELD_CLS_LOC, "cls": cats.HELD_CLS_LOC, "refexp": cats.HELD_CLS_LOC}
 TASK_CODE = {t: i for i, t in enumerate(TASKS)}
 QUERY_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-STATS_FILE = "stats.json"
+STATS_FILE = "stats.json"         # its presence marks a prepared folder (written whole, see `prepare`)
 
 
 class _Mentions:
@@ -313,7 +313,8 @@ def prepare(split: str = "sce", *, coco_dir: Path, out_dir: Path | None = None, 
 
 def _check_replaceable(out_dir: Path) -> None:
     """Refuse an output folder that holds anything but an earlier preparation (it is replaced whole)."""
-    others = sorted(p.name for p in out_dir.iterdir() if p.name not in PREPARED_FILES) if out_dir.is_dir() else []
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in PREPARED_FILES and not io.is_temporary(p.name)) \
+        if out_dir.is_dir() else []
     if others:
         raise GPVError(f"{out_dir} holds files that `gpv prepare` did not write ({', '.join(others[:3])}); it "
                        "replaces the whole folder", hint="choose a new or empty --out")

@@ -206,7 +206,7 @@ class Trainer:
         if self.saved_step != step:
             self.save(runs.LAST)
         distributed.barrier(self.dist)
-        signum = self.signals.signum or signal.SIGTERM              # SIGTERM: the one a rank was sent
+        signum = self.signals.signum or signal.SIGTERM   # a rank stopped by another's signal: the scheduler's
         raise Interrupted(f"by {signal.Signals(signum).name} after step {step} of {self.total_steps}; "
                           f"{self.run_dir / runs.LAST} saved", signum=signum,
                           hint=f"`gpv train --run {self.run_dir} --resume` continues it")
