@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gpvcli import runs as run_folder
 from gpvcli.config import DEFAULT_PRESET
+from gpvcli.errors import Interrupted
 
 # Steps of each stage at budget 1, sized so that the whole quickstart runs in about 20 minutes on 2 CPU cores
 # (times and figures in the README).
@@ -43,8 +44,12 @@ def _train(run: Path, data: Path, overrides: list[str], show_progress: bool) -> 
     if _finished(run):             # (which also restores a last/ interrupted mid-save)
         return
     resume = (run / run_folder.LAST).is_dir()
-    train(run, config=DEFAULT_PRESET, data_dir=data, overrides=[] if resume else overrides, resume=resume,
-          show_progress=show_progress)
+    try:
+        train(run, config=DEFAULT_PRESET, data_dir=data, overrides=[] if resume else overrides, resume=resume,
+              show_progress=show_progress)
+    except Interrupted as e:
+        e.hint = "rerun the same `gpv quickstart` to continue"
+        raise
 
 
 def quickstart(*, runs: Path = Path("runs/quickstart"), budget: float = 1.0, show_progress: bool = True) -> dict:

@@ -2,8 +2,9 @@
 
 A run folder (`runs/NAME/`, written by `gpv train`) holds:
     config.yaml      the resolved run config (model + train), written when the run starts
-    run.json         the run record: the prepared data it trains on ("data_dir"), its "stage" and the load
-                     report of each pretrained encoder ("weights")
+    run.json         the run record: the prepared data it trains on ("data_dir", "data_fingerprint"), its
+                     "stage" and the load report of each pretrained encoder ("weights"); `--resume` trains on
+                     that data again
     metrics.jsonl    one JSON line per log step and per validation
     last/, best/     checkpoints: the stage's weights (for GPV `gpvcli.model.checkpoint`'s model.safetensors,
                      model_config.yaml, vocab, tokenizer), trainer.pt (optimizer, scheduler and RNG states)
@@ -14,6 +15,7 @@ A run folder (`runs/NAME/`, written by `gpv train`) holds:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -38,9 +40,48 @@ def restore_checkpoints(run: Path) -> Path:
     return run / LAST
 
 
-def write_record(run: Path, *, data_dir: Path, stage: str, weights: dict) -> None:
-    """run.json: the prepared data, the stage, and the load report of each pretrained encoder ("weights")."""
-    io.write_json(run / RECORD, {"data_dir": str(data_dir.resolve()), "stage": stage, "weights": weights})
+def write_record(run: Path, *, data_dir: Path, stage: str, weights: dict | None = None) -> None:
+    """run.json: the prepared data, the stage and the load report of each pretrained encoder ("weights";
+    None keeps the one recorded, when the record is rewritten because the data moved)."""
+    if weights is None:
+        weights = io.read_json(run / RECORD, "run record").get("weights", {}) if (run / RECORD).is_file() else {}
+    io.write_json(run / RECORD, {"data_dir": str(data_dir.resolve()), "data_fingerprint": data_fingerprint(data_dir),
+                                 "stage": stage, "weights": weights})
+
+
+def data_fingerprint(data_dir: Path) -> str:
+    """sha256 over the files of a prepared folder that fix a model's vocabularies and the sample counts."""
+    digest = hashlib.sha256()
+    for name in ("vocab.json", "query_vocab.txt", "stats.json"):
+        if (data_dir / name).is_file():
+            digest.update((data_dir / name).read_bytes())
+    return digest.hexdigest()
+
+
+def resume_data(run: Path, data_dir: str | Path | None) -> Path | None:
+    """The prepared data to resume `run` on: the folder its run.json names (None for a run without one: then
+    `data_dir`). A `data_dir` is accepted only when it is that folder or, when that folder has gone, holds
+    the same data (same `data_fingerprint`: moved or copied elsewhere)."""
+    if not (run / RECORD).is_file():
+        return Path(data_dir) if data_dir else None
+    record = io.read_json(run / RECORD, "run record")
+    recorded = Path(record["data_dir"])
+    present = (recorded / "train.h5").is_file()
+    if data_dir is None:
+        if not present:
+            raise GPVError(f"{run} was trained on the prepared data in {recorded}, which is no longer there",
+                           hint="if it moved, pass its new place as --data")
+        return recorded
+    given = Path(data_dir).resolve()
+    if given == recorded:
+        return given
+    if present:
+        raise GPVError(f"--data {data_dir} is not the data {run} was trained on ({recorded})",
+                       hint="resume without --data, or start a new run in another --run")
+    if record.get("data_fingerprint") not in (None, data_fingerprint(given)):
+        raise GPVError(f"--data {data_dir} does not hold the data {run} was trained on (in {recorded}, now gone): "
+                       "its vocabularies or sample counts differ", hint="pass the folder that data moved to")
+    return given
 
 
 def recorded_data_dir(run_or_checkpoint: Path) -> Path | None:

@@ -1,6 +1,8 @@
 """SIGKILL `gpv prepare`, `gpv train` and `gpv ablate` at a seeded random point; the rerun ends where an
 uninterrupted run does (prepared HDF5 contents, final weights bit for bit, per-variant results) and leaves
-no temporary or unreadable file behind."""
+no temporary or unreadable file behind. SIGTERM (a scheduler's preemption) stops `gpv train` after the
+step under way with last/ saved and exit status 143; `--resume` then ends bit for bit where an
+uninterrupted run does."""
 
 import json
 import os
@@ -20,10 +22,13 @@ import pytest
 import torch
 from conftest import FAST_TRAIN
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 from gpvcli.ablate import study
+from gpvcli.cli.app import app
 from gpvcli.data.prepare import prepare
-from gpvcli.train.trainer import train
+from gpvcli.errors import Interrupted
+from gpvcli.train.trainer import Trainer, train
 
 SEED = 20240601
 ATTEMPTS = 3            # a kill that comes after the command finished is tried again with the next seed
@@ -43,9 +48,10 @@ def sets(overrides: list[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
 
 
-def kill_at_random_point(cmd: list[str], ready: Callable[[], bool], delay: float, env: dict, log: Path) -> bool:
-    """Start `cmd`; once `ready()` (a progress marker on disk) holds, wait `delay` seconds and SIGKILL it.
-    True when it was still running at that moment."""
+def kill_at_random_point(cmd: list[str], ready: Callable[[], bool], delay: float, env: dict, log: Path,
+                         sig: int = signal.SIGKILL, meanwhile: Callable[[], None] | None = None) -> int | None:
+    """Start `cmd`; once `ready()` (a progress marker on disk) holds, call `meanwhile()`, wait `delay` seconds
+    and send it `sig`. Its exit status when it was still running at that moment, else None."""
     with open(log, "wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **env})
         deadline = time.monotonic() + 300
@@ -54,24 +60,28 @@ def kill_at_random_point(cmd: list[str], ready: Callable[[], bool], delay: float
                 proc.kill()
                 raise AssertionError(f"no progress marker within 300 s: {cmd}")
             time.sleep(0.005)
+        if meanwhile is not None and proc.poll() is None:
+            meanwhile()
         time.sleep(delay)
         running = proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
         proc.wait()
     assert running or proc.returncode == 0, log.read_text()
-    return running
+    return proc.returncode if running else None
 
 
 def kill_with_retries(cmd: list[str], folder: Path, ready: Callable[[], bool], max_delay: float,
-                      env: dict) -> bool:
-    """Kill `cmd` (which writes `folder`) a seeded random delay in [0, max_delay) after its marker, trying
-    again with the next seed when it finished first. True once a kill interrupted it."""
+                      env: dict, **how) -> int | None:
+    """Kill `cmd` (which writes `folder`) a seeded random delay in [0, max_delay) after its marker (`how`:
+    `kill_at_random_point`'s sig and meanwhile), trying again with the next seed when it finished first.
+    Its exit status once a kill interrupted it, else None."""
     for attempt in range(ATTEMPTS):
         delay = np.random.default_rng([SEED, attempt]).uniform(0, max_delay)
-        if kill_at_random_point(cmd, ready, delay, env, folder.with_name(f"{folder.name}.stderr")):
-            return True
+        status = kill_at_random_point(cmd, ready, delay, env, folder.with_name(f"{folder.name}.stderr"), **how)
+        if status is not None:
+            return status
         shutil.rmtree(folder)
-    return False
+    return None
 
 
 def _step(run: Path) -> int:
@@ -94,7 +104,7 @@ def killed(tiny_world, tmp_path_factory) -> dict:
     data = tiny_world["data"]
     jobs = {
         "prepare": (gpv("prepare", "--split", "sce", "--coco-dir", tiny_world["coco"], "--out", prepared),
-                    prepared, prepared.is_dir, 0.05),
+                    prepared, lambda: any(p.is_dir() for p in root.glob(".prepare.*")), 0.05),   # its temporary
         "train": (gpv("train", "--run", run, "--data", data, *sets(TRAIN)),
                   run, lambda: _step(run) >= train_at, 0.5),
         "ablate": (gpv("ablate", "--tasks", ABLATE["tasks"], "--data", data, "--budget", ABLATE["budget"],
@@ -144,6 +154,7 @@ def test_prepare_killed_then_rerun(killed, tiny_world, tmp_path):
     assert interrupted.result(), f"prepare finished before each of {ATTEMPTS} kills"
     prepare("sce", coco_dir=tiny_world["coco"], out_dir=out, seed=0)
     check_clean(out)
+    assert not [p for p in out.parent.glob(".prepare.*") if TEMPORARY.match(p.name)]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference.iterdir())
     for split in ("train", "val", "test"):
         assert_same_h5(out / f"{split}.h5", reference / f"{split}.h5")
@@ -151,17 +162,88 @@ def test_prepare_killed_then_rerun(killed, tiny_world, tmp_path):
         assert (out / name).read_text() == (reference / name).read_text(), name
 
 
-def test_train_killed_then_resumed(killed, tiny_world, tmp_path):
-    reference = tmp_path / "reference"
+@pytest.fixture(scope="module")
+def train_reference(tiny_world, tmp_path_factory) -> Path:
+    """An uninterrupted run of TRAIN."""
+    reference = tmp_path_factory.mktemp("reference") / "run"
     train(reference, data_dir=tiny_world["data"], overrides=TRAIN, show_progress=False)
+    return reference
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    a, b = load_file(a / "last" / "model.safetensors"), load_file(b / "last" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_killed_then_resumed(killed, tiny_world, train_reference):
     run, interrupted = killed["train"]
     assert interrupted.result(), f"train finished before each of {ATTEMPTS} kills"
     assert _step(run) >= 2
     train(run, data_dir=tiny_world["data"], resume=True, show_progress=False)
     check_clean(run)
-    a = load_file(reference / "last" / "model.safetensors")
-    b = load_file(run / "last" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(train_reference, run)
+
+
+def _logged_step(run: Path) -> int:
+    """The last step logged in metrics.jsonl (-1 when none)."""
+    try:
+        return max(json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines())
+    except (OSError, ValueError):
+        return -1
+
+
+def test_train_terminated_then_resumed_without_data(tiny_world, train_reference, tmp_path, monkeypatch):
+    """SIGTERM at a seeded random step (while a second `gpv train` on the folder is refused), then --resume
+    without --data."""
+    run, data = tmp_path / "run", tiny_world["data"]
+    at = int(np.random.default_rng([SEED, int(signal.SIGTERM)]).choice([1, 3, 5]))   # not a periodic save (2, 4)
+    second = []
+
+    def second_writer() -> None:
+        second.append(CliRunner().invoke(app, ["train", "--run", str(run), "--data", str(data), *sets(TRAIN)]))
+
+    status = kill_with_retries(gpv("train", "--run", run, "--data", data, *sets(TRAIN)), run,
+                               lambda: _logged_step(run) >= at, 0.3, {"GPV_HOME": str(tmp_path / "home")},
+                               sig=signal.SIGTERM, meanwhile=second_writer)
+    assert status == 143, f"train finished before each of {ATTEMPTS} signals"
+    step = _step(run)
+    assert at <= step < 6 and _logged_step(run) == step           # last/ holds the step it stopped after
+    stderr = " ".join(run.with_name("run.stderr").read_text().split())
+    assert f"stopped: by SIGTERM after step {step} of 6; {run / 'last'} saved" in stderr
+    assert second[-1].exit_code == 2 and "is being written by pid" in second[-1].output
+    monkeypatch.setenv("GPV_HOME", str(tmp_path / "home"))    # no default data: --resume takes the recorded
+    train(run, resume=True, show_progress=False)
+    check_clean(run)
+    assert_same_weights(train_reference, run)
+    assert not (tmp_path / "home").exists()
+
+
+def test_a_second_signal_during_the_final_save_is_ignored(tiny_world, tmp_path, monkeypatch):
+    at = int(np.random.default_rng([SEED, int(signal.SIGINT)]).choice([1, 3, 5]))
+    signalled = []
+
+    def after_step(self, *args):
+        after(self, *args)
+        if self.state["step"] == at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def save(self, name):
+        if self.signals.signum is not None and not signalled:       # the save on the way out
+            assert signal.getsignal(signal.SIGTERM) == self.signals.note
+            signalled.append(name)
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+        saved(self, name)
+
+    after, saved = Trainer.after_step, Trainer.save
+    monkeypatch.setattr(Trainer, "after_step", after_step)
+    monkeypatch.setattr(Trainer, "save", save)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as e:
+        train(tmp_path / "run", data_dir=tiny_world["data"], overrides=TRAIN, show_progress=False)
+    assert e.value.exit_code == 143 and signalled == ["last"] and _step(tmp_path / "run") == at
+    check_clean(tmp_path / "run")
+    assert signal.getsignal(signal.SIGTERM) == handler                # restored
 
 
 def test_ablate_killed_then_rerun(killed, tiny_world, tmp_path):

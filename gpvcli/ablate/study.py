@@ -12,18 +12,20 @@ The ablation folder (OUT, default runs/ablate/):
 
 A finished variant (result.json) is never redone; an unfinished one continues from its last/ checkpoint.
 A variant whose folder was trained with another config (other --budget or --set) is refused.
+One process writes OUT at a time (`gpvcli.locks`; a plan's `--variant` jobs lock only their variant's
+folder, as `gpv train` does, so that they can run side by side).
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
-from gpvcli import io, runs
+from gpvcli import io, locks, runs
 from gpvcli.ablate import findings, tables
 from gpvcli.ablate.variants import (
     STUDY_NAMES,
@@ -38,9 +40,10 @@ from gpvcli.ablate.variants import (
 )
 from gpvcli.config import DEFAULT_PRESET
 from gpvcli.default_data import prepared_data
-from gpvcli.errors import GPVError
+from gpvcli.errors import GPVError, Interrupted
 from gpvcli.eval.evaluate import evaluate
 from gpvcli.train.config import load_run_config
+from gpvcli.train.distributed import launched_rank
 from gpvcli.train.trainer import train
 
 RESULT_FILE = "result.json"
@@ -57,10 +60,6 @@ def study_settings(*, config: str, data_dir: Path, budget: float, sets: list[str
     steps = steps_for(budget, default_steps(config, data_dir, sets))
     return {"config": config, "data_dir": str(data_dir), "budget": budget, "steps": steps, "sets": list(sets),
             "overrides": common_overrides(config, steps=steps, sets=list(sets)), "eval_samples": eval_samples}
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 def _check_config(folder: Path, variant: Variant, settings: dict) -> None:
@@ -84,6 +83,11 @@ def run_variant(variant: Variant, *, out: Path, settings: dict, show_progress: b
     """Train (or resume) and evaluate one variant in OUT/NAME; returns its result.json (None on the
     non-zero ranks of a torchrun launch, which only train)."""
     folder = out / variant.name
+    with locks.writing(folder, option="--out") if launched_rank() == 0 else nullcontext():
+        return _run_variant(variant, folder, settings=settings, show_progress=show_progress)
+
+
+def _run_variant(variant: Variant, folder: Path, *, settings: dict, show_progress: bool) -> dict | None:
     result_file = folder / RESULT_FILE
     if result_file.is_file():
         result = io.read_json(result_file, "variant result")
@@ -95,14 +99,18 @@ def run_variant(variant: Variant, *, out: Path, settings: dict, show_progress: b
     resume = runs.restore_checkpoints(folder).is_dir()
     if resume:
         _check_config(folder, variant, settings)
-    elif folder.exists() and _rank() == 0:
+    elif folder.exists() and launched_rank() == 0:
         shutil.rmtree(folder)            # started, but killed before its first checkpoint
     data_dir = Path(settings["data_dir"])
     start = time.perf_counter()
-    outcome = train(folder, config=settings["config"], data_dir=data_dir,
-                    overrides=() if resume else [*settings["overrides"], *variant.overrides()],
-                    resume=resume, show_progress=show_progress)
-    if _rank() != 0:
+    try:
+        outcome = train(folder, config=settings["config"], data_dir=data_dir,
+                        overrides=() if resume else [*settings["overrides"], *variant.overrides()],
+                        resume=resume, show_progress=show_progress)
+    except Interrupted as e:
+        e.hint = "rerun the same `gpv ablate` to continue"
+        raise
+    if launched_rank() != 0:
         return None
     train_seconds = time.perf_counter() - start
     metrics, subset = {}, {}
@@ -163,18 +171,20 @@ def run_ablation(*, study: str = "tasks", tasks: str | None = None, variant: str
     out = Path(out)
     studies, variants = select_variants(study=study, tasks=tasks, variant=variant, seeds=seeds)
     check_named(load_model_config(config, list(sets)))  # named checkpoints before data is prepared
-    settings = study_settings(config=config, data_dir=prepared_data(data_dir, show_progress=show_progress),
-                              budget=budget, sets=list(sets), eval_samples=eval_samples)
-    if variant is None and _rank() == 0:
-        io.write_json(out / "settings.json", settings)
-    results = {}
-    for k, v in enumerate(variants, 1):
-        done = (out / v.name / RESULT_FILE).is_file()
-        log(f"variant {k}/{len(variants)}: {v.name}" + (" (finished before)" if done else ""))
-        results[v.name] = run_variant(v, out=out, settings=settings, show_progress=show_progress)
-    if variant is not None or _rank() != 0:
-        return {"results": results}
-    return {**collect(out, studies=studies, seeds=seeds), "results": results}
+    whole = variant is None and launched_rank() == 0          # this process writes OUT itself
+    with locks.writing(out, option="--out") if whole else nullcontext():
+        settings = study_settings(config=config, data_dir=prepared_data(data_dir, show_progress=show_progress),
+                                  budget=budget, sets=list(sets), eval_samples=eval_samples)
+        if whole:
+            io.write_json(out / "settings.json", settings)
+        results = {}
+        for k, v in enumerate(variants, 1):
+            done = (out / v.name / RESULT_FILE).is_file()
+            log(f"variant {k}/{len(variants)}: {v.name}" + (" (finished before)" if done else ""))
+            results[v.name] = run_variant(v, out=out, settings=settings, show_progress=show_progress)
+        if not whole:
+            return {"results": results}
+        return {**write_report(out, studies=studies, seeds=seeds), "results": results}
 
 
 def variant_command(variant: Variant, settings: dict, *, out: Path, launcher: str | None = None) -> str:
@@ -201,25 +211,26 @@ def plan(*, study: str = "tasks", tasks: str | None = None, config: str = DEFAUL
     studies, variants = select_variants(study=study, tasks=tasks, variant=None, seeds=seeds)
     settings = study_settings(config=config, data_dir=prepared_data(data_dir), budget=budget, sets=list(sets),
                               eval_samples=eval_samples)
-    commands = [variant_command(v, settings, out=out, launcher=launcher) for v in variants]
-    collect_cmd = shlex.join(["gpv", "ablate", "--collect", "--out", str(out.resolve()), "--study",
-                              "all" if studies == STUDY_NAMES else studies[0], "--seeds", str(seeds)])
-    io.write_json(out / "settings.json", settings)
-    text = io.write_text(out / "plan.txt", "\n".join(commands) + "\n")
-    script = io.write_text(out / "plan.sh", "\n".join([
-        "#!/usr/bin/env bash",
-        f"# gpv ablate plan: {len(commands)} variants, each writing only its own folder under {out.resolve()}.",
-        "# All in turn: bash plan.sh    One (a job-array task): bash plan.sh $SLURM_ARRAY_TASK_ID",
-        f"# e.g. sbatch --array=0-{len(commands) - 1} --wrap 'bash plan.sh $SLURM_ARRAY_TASK_ID'",
-        f"# Then: {collect_cmd}",
-        "set -euo pipefail",
-        "commands=(",
-        *(f"  {shlex.quote(c)}" for c in commands),
-        ")",
-        'if [ $# -ge 1 ]; then eval "${commands[$1]}"; else for c in "${commands[@]}"; do eval "$c"; done; fi',
-        ""]))
-    return {"commands": commands, "variants": [v.name for v in variants], "collect": collect_cmd,
-            "script": str(script), "text": str(text)}
+    with locks.writing(out, option="--out"):
+        commands = [variant_command(v, settings, out=out, launcher=launcher) for v in variants]
+        collect_cmd = shlex.join(["gpv", "ablate", "--collect", "--out", str(out.resolve()), "--study",
+                                  "all" if studies == STUDY_NAMES else studies[0], "--seeds", str(seeds)])
+        io.write_json(out / "settings.json", settings)
+        text = io.write_text(out / "plan.txt", "\n".join(commands) + "\n")
+        script = io.write_text(out / "plan.sh", "\n".join([
+            "#!/usr/bin/env bash",
+            f"# gpv ablate plan: {len(commands)} variants, each writing only its own folder under {out.resolve()}.",
+            "# All in turn: bash plan.sh    One (a job-array task): bash plan.sh $SLURM_ARRAY_TASK_ID",
+            f"# e.g. sbatch --array=0-{len(commands) - 1} --wrap 'bash plan.sh $SLURM_ARRAY_TASK_ID'",
+            f"# Then: {collect_cmd}",
+            "set -euo pipefail",
+            "commands=(",
+            *(f"  {shlex.quote(c)}" for c in commands),
+            ")",
+            'if [ $# -ge 1 ]; then eval "${commands[$1]}"; else for c in "${commands[@]}"; do eval "$c"; done; fi',
+            ""]))
+        return {"commands": commands, "variants": [v.name for v in variants], "collect": collect_cmd,
+                "script": str(script), "text": str(text)}
 
 
 def load_results(out: Path) -> dict[str, dict]:
@@ -233,6 +244,12 @@ def collect(out: str | Path = DEFAULT_OUT, *, studies: tuple[str, ...] = STUDY_N
     {"out", "settings", "test_subset", "tables": {study: table}, "figure1": gains | None,
      "findings": [...], "pending": [names], "files": [paths]}."""
     out = Path(out)
+    with locks.writing(out, option="--out"):
+        return write_report(out, studies=studies, seeds=seeds)
+
+
+def write_report(out: Path, *, studies: tuple[str, ...], seeds: int) -> dict:
+    """`collect` by the process that holds OUT's lock."""
     results = load_results(out)
     expected = study_variants(studies, seeds=seeds)
     subset = {}

@@ -2,12 +2,13 @@
 
 Each command lives in its own module and calls one core function. Every failure is
 printed here as one `error:` line: a GPVError (bad usage or input) exits with code 2,
-a GPVRuntimeError or any unexpected exception with code 1. GPV_DEBUG=1 shows the
-traceback instead.
+a GPVRuntimeError (a full disk included) or any unexpected exception with code 1, a training
+stopped by SIGTERM / SIGINT (`stopped:`) with 143 / 130. GPV_DEBUG=1 shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from collections.abc import Callable
@@ -16,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gpvcli.errors import GPVError, brief
+from gpvcli.errors import DiskFullError, GPVError, brief
+from gpvcli.io import free_bytes
 
 app = typer.Typer(
     name="gpv",
@@ -28,9 +30,10 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 
-def one_line_errors(command: Callable) -> Callable:
+def one_line_errors(command: Callable, output_option: str = "--out") -> Callable:
     """`command` with its failures printed as one `error:` line on stderr and ended with the exit code of
-    their kind (see the module docstring), so that `typer.testing.CliRunner` sees what a user sees."""
+    their kind (see the module docstring), so that `typer.testing.CliRunner` sees what a user sees. A full
+    disk names `output_option`, the command's option that chooses where it writes."""
 
     @functools.wraps(command)
     def run(*args, **kwargs):
@@ -41,12 +44,16 @@ def one_line_errors(command: Callable) -> Callable:
         except Exception as e:
             if os.environ.get("GPV_DEBUG") == "1":
                 raise
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:      # a write outside gpvcli.io's helpers
+                e = DiskFullError(e.filename or "a file", needed=0, free=free_bytes(e.filename or "."))
+            if isinstance(e, DiskFullError):
+                e.option = output_option
             if isinstance(e, GPVError):
-                text, code = str(e), e.exit_code
+                text, code, label = str(e), e.exit_code, e.label
             else:
-                text, code = f"unexpected {brief(e)} (rerun with GPV_DEBUG=1 for the traceback)", 1
+                text, code, label = f"unexpected {brief(e)} (rerun with GPV_DEBUG=1 for the traceback)", 1, "error"
             text = escape(" ".join(text.split()))             # one line, brackets shown as they are
-            err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]{label}:[/] {text}", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
     return run
 
@@ -54,10 +61,10 @@ def one_line_errors(command: Callable) -> Callable:
 def _register() -> None:
     from gpvcli.cli import ablate, evaluate, info, predict, prepare, quickstart, report, synth, train
 
-    app.command("quickstart")(one_line_errors(quickstart.quickstart_command))
-    app.command("synth")(one_line_errors(synth.synth_command))
+    app.command("quickstart")(one_line_errors(quickstart.quickstart_command, "--runs"))
+    app.command("synth")(one_line_errors(synth.synth_command, "OUT"))
     app.command("prepare")(one_line_errors(prepare.prepare_command))
-    app.command("train")(one_line_errors(train.train_command))
+    app.command("train")(one_line_errors(train.train_command, "--run"))
     app.command("evaluate")(one_line_errors(evaluate.evaluate_command))
     app.command("predict")(one_line_errors(predict.predict_command))
     app.command("ablate")(one_line_errors(ablate.ablate_command))

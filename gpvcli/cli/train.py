@@ -20,9 +20,11 @@ def train_command(
                                                           "gpv), detector (stage-0 pretraining) or classifier "
                                                           "(backbone warm-up on crops)."),
     set_: list[str] = set_option(),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run from its last checkpoint, on "
+                                "the data, config and stage it recorded."),
 ) -> None:
-    """Train a model; an interrupted run continues with --resume.
+    """Train a model; an interrupted run continues with --resume. SIGTERM / SIGINT stop it after the current
+    step with last/ saved (exit code 143 / 130).
 
     Example: gpv train --config tiny --run runs/tiny --tasks vqa,cap,loc,cls --set train.epochs=2
 

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gpvcli import io, paths
+from gpvcli import io, locks, paths
 from gpvcli.data import categories as cats
 from gpvcli.data import coco
 from gpvcli.data.prompts import CAPTION_PROMPTS, CLASSIFICATION_PROMPTS, LOCALIZATION_PROMPTS, PROMPTS, TASKS
-from gpvcli.data.store import ImageTable, Ragged, SampleTable, write_split
+from gpvcli.data.store import ImageTable, Ragged, SampleTable, encode_split
 from gpvcli.data.text import mentions, normalize
 from gpvcli.data.vocab import Vocab
 from gpvcli.errors import GPVError
@@ -41,7 +41,7 @@ HELD_FOR_TASK = {"vqa": cats.HELD_VQA_CAP, "cap": cats.HELD_VQA_CAP,
                  "loc": cats.HELD_CLS_LOC, "cls": cats.HELD_CLS_LOC, "refexp": cats.HELD_CLS_LOC}
 TASK_CODE = {t: i for i, t in enumerate(TASKS)}
 QUERY_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-STATS_FILE = "stats.json"          # written after every split file: its presence marks a complete folder
+STATS_FILE = "stats.json"         # its presence marks a prepared folder (written whole, see `prepare`)
 
 
 class _Mentions:
@@ -296,15 +296,44 @@ def task_counts(samples: SampleTable, mask: np.ndarray | None = None) -> dict[st
     return dict(zip(TASKS, np.bincount(codes, minlength=len(TASKS)).tolist()))
 
 
+PREPARED_FILES = ("train.h5", "val.h5", "test.h5", "vocab.json", "query_vocab.txt", STATS_FILE, "meta.json")
+
+
 def prepare(split: str = "sce", *, coco_dir: Path, out_dir: Path | None = None, seed: int = 0,
             min_count: int = 1, image_split_file: Path | None = None) -> dict:
     """Build the prepared data of `split` ("coco" or "sce") from the COCO-format files in `coco_dir`
-    into out_dir (default $GPV_HOME/prepared/SPLIT); returns the stats (Table 5)."""
+    into out_dir (default $GPV_HOME/prepared/SPLIT); returns the stats (Table 5).
+
+    The folder is written by one process at a time (`gpvcli.locks`) into a temporary folder that replaces
+    it only when every file is written, so it is complete or absent (an earlier version stays until then).
+    The files are built in memory and their size checked against the free space before any is written."""
     if split not in SPLITS:
         raise GPVError(f"unknown split {split!r}", hint=f"use one of: {', '.join(SPLITS)}")
     coco_dir = Path(coco_dir).resolve()
     out_dir = Path(out_dir) if out_dir is not None else paths.default_prepared_dir(split)
     coco.check_layout(coco_dir)
+    _check_replaceable(out_dir)
+    with locks.writing(out_dir, option="--out"), io.atomic_dir(out_dir) as tmp:
+        files, stats = prepared_files(split, coco_dir=coco_dir, seed=seed, min_count=min_count,
+                                      image_split_file=image_split_file)
+        io.check_space(out_dir, sum(len(data) for data in files.values()))
+        for name, data in files.items():
+            io.write_bytes(tmp / name, data)
+    return stats
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse an output folder that holds anything but an earlier preparation (it is replaced whole)."""
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in PREPARED_FILES and not io.is_temporary(p.name)) \
+        if out_dir.is_dir() else []
+    if others:
+        raise GPVError(f"{out_dir} holds files that `gpv prepare` did not write ({', '.join(others[:3])}); it "
+                       "replaces the whole folder", hint="choose a new or empty --out")
+
+
+def prepared_files(split: str, *, coco_dir: Path, seed: int, min_count: int,
+                   image_split_file: Path | None) -> tuple[dict[str, bytes | memoryview], dict]:
+    """The contents of every file of a prepared folder ({name: bytes}, names PREPARED_FILES) and the stats."""
     start = time.perf_counter()
     built = {}
     for image_split in coco.IMAGE_SPLITS:
@@ -329,13 +358,11 @@ def prepare(split: str = "sce", *, coco_dir: Path, out_dir: Path | None = None, 
         parts["test"] = (test_images, test_samples)
 
     vocab = Vocab.build(training_texts(parts["train"][1]), min_count=min_count)
-    out_dir.mkdir(parents=True, exist_ok=True)
     images_root = str(coco_dir / "images")
-    for name, (images, samples) in parts.items():
-        write_split(out_dir / f"{name}.h5", split=name, dataset=split, images_root=images_root,
-                    images=images, samples=samples)
-    vocab.save(out_dir / "vocab.json", min_count=min_count)
-    io.write_text(out_dir / "query_vocab.txt", "\n".join(query_vocab(parts["train"][1])) + "\n")
+    files = {f"{name}.h5": encode_split(split=name, dataset=split, images_root=images_root, images=images,
+                                        samples=samples) for name, (images, samples) in parts.items()}
+    files["vocab.json"] = vocab.to_json(min_count=min_count).encode()
+    files["query_vocab.txt"] = ("\n".join(query_vocab(parts["train"][1])) + "\n").encode()
 
     test = parts["test"][1]
     unseen = np.asarray(test.unseen, bool)
@@ -350,10 +377,9 @@ def prepare(split: str = "sce", *, coco_dir: Path, out_dir: Path | None = None, 
                "Test": task_counts(test), "Test Seen": task_counts(test, ~unseen),
                "Test Unseen": task_counts(test, unseen)}
     stats["rows"] = {task: {col: counts[task] for col, counts in columns.items()} for task in TASKS}
-    io.write_json(out_dir / STATS_FILE, stats)
-    io.write_json(out_dir / "meta.json", {"dataset": split, "coco_dir": str(coco_dir), "images_root": images_root,
-                                          "seed": seed, "min_count": min_count,
-                                          "image_split_file": str(image_split_file) if image_split_file else None,
-                                          "seconds": round(time.perf_counter() - start, 2)})
-    return stats
-
+    files[STATS_FILE] = io.json_text(stats).encode()
+    files["meta.json"] = io.json_text({
+        "dataset": split, "coco_dir": str(coco_dir), "images_root": images_root, "seed": seed,
+        "min_count": min_count, "image_split_file": str(image_split_file) if image_split_file else None,
+        "seconds": round(time.perf_counter() - start, 2)}).encode()
+    return files, stats

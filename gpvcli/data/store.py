@@ -33,6 +33,7 @@ string column `X/strings` and `X/offsets` into it.
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,6 @@ import numpy as np
 
 from gpvcli.data.prompts import TASKS
 from gpvcli.errors import GPVError
-from gpvcli.io import atomic_path
 
 SCHEMA_VERSION = 1
 
@@ -202,10 +202,12 @@ def _read_ragged(g: h5py.Group) -> Ragged:
     return Ragged(g["data"][()], g["offsets"][()])
 
 
-def write_split(path: str | Path, *, split: str, dataset: str, images_root: str,
-                images: ImageTable, samples: SampleTable) -> Path:
-    """Write one split file atomically."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+def encode_split(*, split: str, dataset: str, images_root: str, images: ImageTable,
+                 samples: SampleTable) -> memoryview:
+    """The bytes of one split file. Built in memory, to be written in one go (`gpvcli.io.write_bytes`):
+    HDF5 writing to a full disk can crash the process (seen: a segmentation fault); a plain write raises."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
         f.attrs.update(schema_version=SCHEMA_VERSION, split=split, dataset=dataset,
                        tasks=list(TASKS), images_root=images_root)
         gi = f.create_group("images")
@@ -229,7 +231,7 @@ def write_split(path: str | Path, *, split: str, dataset: str, images_root: str,
         gs["unseen"] = np.asarray(samples.unseen, dtype=bool)
         _put_strings(gs, "question_type", samples.question_type)
         _put_strings(gs, "answer_type", samples.answer_type)
-    return Path(path)
+    return buffer.getbuffer()
 
 
 class SplitStore:

@@ -55,8 +55,12 @@ class Vocab:
                 out.append(self.words[i])
         return " ".join(out)
 
+    def to_json(self, min_count: int) -> str:
+        """vocab.json's text."""
+        return io.json_text({"words": self.words, "min_count": min_count}, indent=None)
+
     def save(self, path: str | Path, min_count: int) -> None:
-        io.write_json(path, {"words": self.words, "min_count": min_count}, indent=None)
+        io.write_text(path, self.to_json(min_count))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:

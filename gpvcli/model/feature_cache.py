@@ -25,11 +25,12 @@ import yaml
 from torch import Tensor, nn
 
 from gpvcli.config import to_dict
-from gpvcli.errors import GPVError, GPVRuntimeError
-from gpvcli.io import atomic_path
+from gpvcli.errors import DiskFullError, GPVError, GPVRuntimeError
+from gpvcli.io import atomic_path, free_bytes
 from gpvcli.progress import progress_bar
 
 DTYPES = {"boxes": np.float32, "states": np.float16, "roi": np.float16, "objectness": np.float32}
+SPACE_MARGIN = 1 << 20       # bytes kept free beyond the features themselves (HDF5 metadata, the keys)
 _FP16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -59,13 +60,25 @@ def _append(f: h5py.File, outputs: dict[str, Tensor]) -> None:
             ds[-len(values):] = values
 
 
+def _check_space(path: Path, outputs: dict[str, Tensor], *, done: int, total: int | None) -> None:
+    """Before appending a batch: refuse (DiskFullError) when the images left to cache (`total` - `done`, or
+    this batch) would not fit, with a margin for HDF5's metadata, so that HDF5 itself never meets a full disk
+    (it can crash the process there)."""
+    per_image = sum(outputs[name][0].numel() * np.dtype(dtype).itemsize for name, dtype in DTYPES.items())
+    left = (total - done if total else len(outputs["boxes"])) * per_image
+    free = free_bytes(path.parent)
+    if left + SPACE_MARGIN > free:
+        raise DiskFullError(path, needed=left + SPACE_MARGIN, free=free)
+
+
 def build_feature_cache(encoder: nn.Module, items: Iterable[tuple[str, Tensor]], path: str | Path, *,
                         batch_size: int = 32, fingerprint: str, show_progress: bool = False,
                         total: int | None = None) -> Path:
     """Run `encoder` (eval mode, no gradients) over `items` and write its outputs to `path`.
 
     items: (key, image) pairs, image a normalized (3, H, W) tensor, all of one size; keys unique.
-    The file appears only when complete (written under a temporary name, then renamed).
+    The file appears only when complete (written under a temporary name, then renamed). The space the
+    images left need (`total` of them, when given) is checked before each batch is written.
     Returns `path`.
     """
     path = Path(path)
@@ -84,7 +97,9 @@ def build_feature_cache(encoder: nn.Module, items: Iterable[tuple[str, Tensor]],
             def flush() -> None:
                 if batch_images:
                     images = torch.stack(batch_images).to(device)  # (B, 3, H, W)
-                    _append(f, encoder(images))
+                    outputs = encoder(images)
+                    _check_space(path, outputs, done=len(keys), total=total)
+                    _append(f, outputs)
                     keys.extend(batch_keys)
                     progress.advance(task, len(batch_images))
                     batch_keys.clear()

@@ -35,6 +35,18 @@ class Dist:
         return self.rank == 0
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 when not launched by torchrun), before `setup`."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def any_rank(d: Dist, flag: bool) -> bool:
+    """True on every rank when `flag` is true on any."""
+    if not d.enabled:
+        return flag
+    return bool(all_reduce_sum(d, torch.tensor(float(flag), device=d.device)).item() > 0)
+
+
 def setup(device_preference: str = "auto") -> Dist:
     """Join the torchrun process group when launched by torchrun; otherwise a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -3,14 +3,19 @@
 The run folder's layout is owned by `gpvcli.runs`. metrics.jsonl gets one JSON line per log step (every loss term
 unscaled and scaled, lr, samples/s) and per validation (the task metrics and the selection metric); last/
 and best/ get the stage's weights (`Stage.save`), trainer.pt (optimizer, scheduler and RNG states, loaded
-with weights_only=True) and state.json (epoch, step, best metric). Everything is written atomically. `resume=True` continues from last/ and ends where an uninterrupted run
+with weights_only=True) and state.json (epoch, step, best metric). Everything is written atomically. `resume=True`
+continues from last/, on the data, config and stage the run recorded, and ends where an uninterrupted run
 would: the data order is a function of (seed, epoch), VQA targets of (seed, epoch, sample), and the
-RNG states are restored.
+RNG states are restored. One process trains a run folder at a time (`gpvcli.locks`). SIGTERM or SIGINT
+(a scheduler's preemption, Ctrl-C) stops training after the current optimizer step: last/ is saved and
+`Interrupted` raised (the CLI exits with 128 + the signal number: 143 for SIGTERM, 130 for SIGINT).
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -20,10 +25,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from gpvcli import io, runs
+from gpvcli import io, locks, runs
 from gpvcli.config import DEFAULT_PRESET, to_dict
 from gpvcli.default_data import prepared_data
-from gpvcli.errors import GPVError, brief
+from gpvcli.errors import GPVError, Interrupted, brief
 from gpvcli.progress import progress_bar
 from gpvcli.train import distributed
 from gpvcli.train.config import RunConfig, TrainConfig, load_run_config
@@ -54,32 +59,38 @@ def resolve_config(run_dir: Path, *, config: str, overrides: list[str], resume: 
 
 def train(run_dir: str | Path, *, config: str = DEFAULT_PRESET, data_dir: str | Path | None = None,
           overrides: list[str] | tuple[str, ...] = (), resume: bool = False, show_progress: bool = True) -> dict:
-    """Train (or resume) a run; returns {"run_dir", "steps", "best", "last_validation"}."""
+    """Train (or resume) a run; returns {"run_dir", "steps", "best", "last_validation"}. Raises Interrupted
+    when stopped by SIGTERM / SIGINT (after saving last/)."""
     from gpvcli.model.pretrained import check_named, load_reports, reports_line
 
     run_dir = Path(run_dir)
-    cfg = resolve_config(run_dir, config=config, overrides=list(overrides), resume=resume)
-    t = cfg.train
-    # named checkpoints are found (or downloaded) and checked before data is prepared
-    check_named(cfg.model, kinds=("visual", "text") if t.stage in ("gpv", "align") else ("visual",))
-    dist = distributed.setup(t.device)
-    try:
-        data_dir = prepared_data(data_dir, prepare_missing=not dist.enabled, show_progress=show_progress)
-        if t.threads:
-            torch.set_num_threads(t.threads)
-        torch.manual_seed(t.seed)
-        stage = STAGES[t.stage](cfg, data_dir, dist.device)
-        if dist.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                reports = load_reports(stage.model)
-                print(reports_line(reports), flush=True)
-                io.write_text(run_dir / runs.CONFIG, _yaml(cfg))
-                runs.write_record(run_dir, data_dir=data_dir, stage=t.stage,
-                                  weights={k: r.as_dict() for k, r in reports.items()})
-        return Trainer(stage, cfg, run_dir, dist, show_progress).fit(resume)
-    finally:
-        distributed.cleanup(dist)
+    with locks.writing(run_dir, option="--run") if distributed.launched_rank() == 0 else nullcontext():
+        cfg = resolve_config(run_dir, config=config, overrides=list(overrides), resume=resume)
+        if resume:
+            data_dir = runs.resume_data(run_dir, data_dir)
+        t = cfg.train
+        # named checkpoints are found (or downloaded) and checked before data is prepared
+        check_named(cfg.model, kinds=("visual", "text") if t.stage in ("gpv", "align") else ("visual",))
+        dist = distributed.setup(t.device)
+        try:
+            data_dir = prepared_data(data_dir, prepare_missing=not dist.enabled, show_progress=show_progress)
+            if t.threads:
+                torch.set_num_threads(t.threads)
+            torch.manual_seed(t.seed)
+            stage = STAGES[t.stage](cfg, data_dir, dist.device)
+            if dist.main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                weights = None
+                if not resume:
+                    reports = load_reports(stage.model)
+                    print(reports_line(reports), flush=True)
+                    weights = {k: r.as_dict() for k, r in reports.items()}
+                    io.write_text(run_dir / runs.CONFIG, _yaml(cfg))
+                if not resume or runs.recorded_data_dir(run_dir) != data_dir:   # a first start, or data moved
+                    runs.write_record(run_dir, data_dir=data_dir, stage=t.stage, weights=weights)
+            return Trainer(stage, cfg, run_dir, dist, show_progress).fit(resume)
+        finally:
+            distributed.cleanup(dist)
 
 
 def _yaml(cfg: RunConfig) -> str:
@@ -120,6 +131,31 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
+# ---- stop signals --------------------------------------------------------------------------------
+
+class StopSignals:
+    """While active (in the main thread), SIGTERM and SIGINT are noted, not acted on: `signum` holds the
+    first one received; later ones (a second Ctrl-C during the final save) are ignored."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.note) for s in self.SIGNALS}
+
+    def note(self, signum: int, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+
 # ---- the loop -------------------------------------------------------------------------------------
 
 class Trainer:
@@ -148,23 +184,40 @@ class Trainer:
                                                  if dist.device.type == "cuda" else None,
                                                  find_unused_parameters=True)
         self.state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best": None}
+        self.signals = StopSignals()
+        self.stopping = False          # a stop signal reached some rank: every rank stops after this step
+        self.saved_step: int | None = None
 
     def fit(self, resume: bool) -> dict:
         if resume:
             self.load(runs.LAST)
         last_val = None
-        with progress_bar(self.show_progress) as progress:
+        with self.signals, progress_bar(self.show_progress) as progress:
             bar = progress.add_task(f"training {self.run_dir.name}", total=self.total_steps,
                                     completed=self.state["step"], info="")
             while not self.done():
                 self.run_epoch(lambda info: progress.update(bar, advance=1, info=info))
                 if self.state["step_in_epoch"] >= self.steps_per_epoch or self.done():
                     last_val = self.end_epoch()
+                    self.stopping = distributed.any_rank(self.dist, self.signals.signum is not None)
+                if self.stopping and not self.done():
+                    self.stop()
         return {"run_dir": str(self.run_dir), "steps": self.state["step"], "best": self.state["best"],
                 "last_validation": last_val}
 
     def done(self) -> bool:
         return self.state["step"] >= self.total_steps
+
+    def stop(self) -> None:
+        """Save last/ (unless this step's is saved) and raise Interrupted."""
+        step = self.state["step"]
+        if self.saved_step != step:
+            self.save(runs.LAST)
+        distributed.barrier(self.dist)
+        signum = self.signals.signum or signal.SIGTERM   # a rank stopped by another's signal: the scheduler's
+        raise Interrupted(f"by {signal.Signals(signum).name} after step {step} of {self.total_steps}; "
+                          f"{self.run_dir / runs.LAST} saved", signum=signum,
+                          hint=f"`gpv train --run {self.run_dir} --resume` continues it")
 
     def run_epoch(self, report: Callable[[str], None]) -> None:
         """The optimizer steps left in the current epoch (all, unless resumed mid-epoch), or up to the end."""
@@ -185,7 +238,8 @@ class Trainer:
             rate = seen / max(1e-9, time.perf_counter() - tick)
             report(f"epoch {epoch} loss {terms['loss'].item():.3f} {rate:.0f} samples/s")
             self.after_step(terms, epoch, rate)
-            if self.done():
+            self.stopping = distributed.any_rank(self.dist, self.signals.signum is not None)
+            if self.done() or self.stopping:
                 break
 
     def epoch_loader(self, epoch: int) -> DataLoader:
@@ -264,6 +318,8 @@ class Trainer:
 
     # -- checkpoints and metrics --
     def save(self, name: str) -> None:
+        if name == runs.LAST:
+            self.saved_step = self.state["step"]
         if not self.dist.main:
             return
         with io.atomic_dir(self.run_dir / name) as tmp:
@@ -293,6 +349,7 @@ class Trainer:
                            f"({type(e).__name__}; only tensors and plain data are read from it)",
                            hint=hint) from e
         self.state = io.read_json(folder / runs.STATE, "checkpoint state")
+        self.saved_step = self.state["step"]
         self.drop_metrics_after(self.state["step"])
 
     def drop_metrics_after(self, step: int) -> None:
@@ -314,5 +371,4 @@ class Trainer:
 
     def log(self, record: dict) -> None:
         if self.dist.main:
-            with open(self.run_dir / runs.METRICS, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            io.append_line(self.run_dir / runs.METRICS, json.dumps(record))
