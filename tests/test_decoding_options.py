@@ -84,7 +84,7 @@ def decoded(calls, vocab_path):
 
 def test_beam_through_evaluate(tiny_run, tiny_world, tmp_path, beam_spy):
     ckpt = talkative_checkpoint(tiny_run, tmp_path / "ckpt")
-    data = ["--data", str(tiny_world["data"]), "--tasks", "vqa"]
+    data = ["--data", str(tiny_world["data"]), "--tasks", "vqa", "--no-checks"]   # one decoding of each sample
     metrics, preds = predictions(ckpt, tmp_path / "beam", *data, "--beam", "3", "--batch-size", "16")
     assert metrics["protocol"]["decoding"] == "beam 3"
     assert beam_spy and {k for k, _ in beam_spy} == {3}
