@@ -3,13 +3,15 @@
 Each command lives in its own module and calls one core function. Every failure is
 printed here as one `error:` line: a GPVError (bad usage or input) exits with code 2,
 a GPVRuntimeError or any unexpected exception with code 1. GPV_DEBUG=1 shows the
-traceback instead.
+traceback instead. The command line's own usage errors (a misspelt option or command, a
+missing argument) are printed the same way by `main`, with exit code 2.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 
 import typer
@@ -45,8 +47,7 @@ def one_line_errors(command: Callable) -> Callable:
                 text, code = str(e), e.exit_code
             else:
                 text, code = f"unexpected {brief(e)} (rerun with GPV_DEBUG=1 for the traceback)", 1
-            text = escape(" ".join(text.split()))             # one line, brackets shown as they are
-            err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
+            print_error(text)
             raise typer.Exit(code) from None
     return run
 
@@ -68,5 +69,21 @@ def _register() -> None:
 _register()
 
 
+def print_error(text: str) -> None:
+    """`error: text` on stderr, on one line, brackets shown as they are."""
+    err_console.print(f"[bold red]error:[/] {escape(' '.join(text.split()))}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
-    app()
+    """The `gpv` entry point: the app, with the command line's usage errors as one `error:` line (exit 2)."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        print_error("aborted")
+        code = 1
+    except typer.TyperException as e:                          # Click's usage errors derive from it
+        message, ctx = e.format_message() if hasattr(e, "format_message") else str(e), getattr(e, "ctx", None)
+        if message.strip():                                     # empty: the help, already shown (no command)
+            print_error(f"{message} (see {ctx.command_path if ctx is not None else 'gpv'} --help)")
+        code = e.exit_code
+    sys.exit(code if isinstance(code, int) else 0)
