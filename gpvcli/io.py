@@ -4,7 +4,9 @@ Every file the toolkit writes goes to a temporary name in the same folder and is
 renamed into place when complete, so an interrupted command never leaves a
 half-written file behind. A temporary is named `.NAME.HOST-PID.XXXXXXXX[.tmp]`; the
 first write of a process into a folder removes the temporaries there of processes
-of this host that no longer run (killed before they could clean up).
+of this host that no longer run (killed before they could clean up). Temporaries get the
+modes of ordinary new files and folders under the user's umask (`tempfile` makes them
+private), so teammates can read a run where the umask lets them.
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ def remove_stale_temporaries(folder: Path) -> None:
                     os.unlink(entry.path)
 
 
+def umask_mode(folder: bool = False) -> int:
+    """The mode an ordinary new file (or folder) gets under the process's current umask."""
+    mask = os.umask(0o022)               # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return (0o777 if folder else 0o666) & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` on success."""
@@ -69,6 +78,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, umask_mode())
     try:
         yield tmp
         os.replace(tmp, path)
@@ -96,6 +106,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
+    os.chmod(tmp, umask_mode(folder=True))
     try:
         yield tmp
         old = path.with_name(f".{path.name}.old")

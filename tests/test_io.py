@@ -42,3 +42,23 @@ def test_a_failed_write_keeps_the_old_folder(tmp_path):
         raise RuntimeError("killed mid-write")
     assert (last / "state.json").read_text() == "1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_files_and_folders_follow_the_umask(tmp_path, umask):
+    import h5py
+    import torch
+
+    old = os.umask(umask)
+    try:
+        io.write_json(tmp_path / "run.json", {"a": 1})
+        with io.atomic_path(tmp_path / "train.h5") as tmp, h5py.File(tmp, "w") as f:   # prepared data
+            f["x"] = [1, 2]
+        with io.atomic_dir(tmp_path / "last") as tmp:                                  # a checkpoint folder
+            torch.save({"step": 1}, tmp / "trainer.pt")
+    finally:
+        os.umask(old)
+    file_mode, folder_mode = 0o666 & ~umask, 0o777 & ~umask
+    for name in ("run.json", "train.h5", "last/trainer.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == file_mode, name
+    assert (tmp_path / "last").stat().st_mode & 0o777 == folder_mode
