@@ -121,3 +121,23 @@ def test_predict_cli(tiny_run, tmp_path):
     assert jl.exit_code == 0, jl.output
     tasks = [json.loads(x)["task"] for x in jl.output.splitlines() if x.startswith("{")]
     assert tasks == ["cap", "vqa"]
+
+
+def test_a_box_task_prints_boxes_only_and_a_text_task_its_answer(tiny_run, tmp_path):
+    folder = _odd_images(tmp_path / "imgs")
+    args = ["predict", str(folder / "rgba.png"), "Locate dog.", "--run", str(tiny_run), "--top-k", "3"]
+    full = json.loads(runner.invoke(app, [*args, "--json"]).output.strip().splitlines()[-1])
+    assert set(full) == {"image", "query", "task", "text", "boxes", "scores"}       # --json keeps every field
+    printed = runner.invoke(app, args)
+    assert printed.exit_code == 0, printed.output
+    lines = printed.output.strip().splitlines()
+    assert lines[0] == "rgba.png 'Locate dog.' (loc)"                                # no text answer
+    assert lines[1:] == [f"  {s:.3f}  [{', '.join(f'{v:.1f}' for v in b)}]" for b, s in zip(full["boxes"],
+                                                                                        full["scores"])]
+    pred = api.Prediction(text=full["text"], task="loc", boxes=full["boxes"], scores=full["scores"])
+    assert pred.caption("Locate dog.") == "Locate dog."                              # the drawing's caption
+    question = "What color is the dog?"
+    vqa = runner.invoke(app, ["predict", str(folder / "rgba.png"), question, "--run", str(tiny_run), "--top-k", "0"])
+    answer = api.load(tiny_run).predict(folder / "rgba.png", question, top_k=0)
+    assert answer.task == "vqa"
+    assert vqa.output.strip().splitlines() == [f"rgba.png '{question}' (vqa) -> {answer.text or '(empty)'}"]

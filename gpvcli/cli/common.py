@@ -6,9 +6,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gpvcli.config import DEFAULT_PRESET
+from gpvcli.data.prompts import BOX_TASKS
 
 console = Console()
 
@@ -54,6 +56,16 @@ def print_table(title: str, columns: list[str], rows: list[list], first_column: 
     for row in rows:
         table.add_row(*[str(v) for v in row])
     console.print(table)
+
+
+def print_prediction(query: str, pred, label: str = "") -> None:
+    """One `api.Prediction` as a user reads it: `label 'query' (task)`, then `-> text` for a text task,
+    then one line per box (relevance, pixel xyxy); a box task shows its boxes only (`--json` keeps all)."""
+    head = f"[bold]{escape(label)}[/] " if label else ""
+    answer = "" if pred.task in BOX_TASKS else f" -> [green]{escape(pred.text or '(empty)')}[/]"
+    console.print(f"{head}{escape(repr(query))} ({pred.task}){answer}", highlight=False)
+    for box, score in zip(pred.boxes, pred.scores):
+        console.print(f"  {score:.3f}  \\[{', '.join(f'{v:.1f}' for v in box)}]", highlight=False)
 
 
 def print_results(title: str, model: str, tasks: dict) -> None:
