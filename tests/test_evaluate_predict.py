@@ -56,8 +56,13 @@ def test_evaluate_writes_metrics_and_predictions(tiny_run, tiny_world, tmp_path)
 
 def test_evaluate_cli(tiny_run, tmp_path):
     result = runner.invoke(app, ["evaluate", str(tiny_run), "--split", "val", "--out", str(tmp_path / "e"),
-                                 "--limit", "20"])
+                                 "--limit", "20", "--batch-size", "4"])
     assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()          # off a terminal (CliRunner): plain progress lines, whole tables
+    counts = [int(line.split()[2].split("/")[0]) for line in lines if line.startswith("evaluating val ")]
+    assert counts[-1] == 20 and any(0 < c < 20 for c in counts), lines
+    tables = [line for line in lines if line[:1] in "┏┃┡│└"]
+    assert max(map(len, lines)) == max(map(len, tables)) > 80
     assert "VQA Test" in result.output or "VQA" in result.output
     assert (tmp_path / "e" / "metrics.json").is_file()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -12,7 +13,9 @@ from rich.table import Table
 from gpvcli.config import DEFAULT_PRESET
 from gpvcli.data.prompts import BOX_TASKS
 
-console = Console()
+OFF_TERMINAL_WIDTH = 1000   # off a terminal (a log, a pipe) tables and texts keep the width they need
+
+console = Console(width=None if sys.stdout.isatty() else OFF_TERMINAL_WIDTH)
 
 
 # ---- options shared by several commands (each call makes the option for one command) ----------------
@@ -49,7 +52,8 @@ def json_option(what: str) -> bool:
 
 
 def print_table(title: str, columns: list[str], rows: list[list], first_column: str = "") -> None:
-    table = Table(title=title, title_justify="left")
+    console.print(title, style="table.title", markup=False, highlight=False)   # whole, not wrapped to the table
+    table = Table()
     table.add_column(first_column, style="bold")
     for c in columns:
         table.add_column(c, justify="right")
