@@ -25,7 +25,7 @@ from rich.progress import (
 )
 
 if TYPE_CHECKING:
-    from typing import Self          # Python 3.11+; only read by type checkers here
+    from typing import Self  # Python 3.11+; only read by type checkers here
 
 PLAIN_FRACTION = 0.1     # off a terminal, a line each time this share of the total is done ...
 PLAIN_INTERVAL_S = 30.0  # ... or this many seconds have passed since the last line
