@@ -41,8 +41,10 @@ def test_report_is_one_self_contained_file(built):
     assert not re.search(r"https?://", page)
     assert "<script" not in page and "<link" not in page and "@import" not in page
     sources = re.findall(r'src="([^"]*)"', page)
-    assert sources and all(s.startswith("data:image/jpeg;base64,") for s in sources)
-    picture = Image.open(io.BytesIO(base64.b64decode(sources[0].split(",", 1)[1])))
+    assert sources[0] == "data:image/png;base64," + base64.b64encode((built["run"] / "curves.png").read_bytes()
+                                                                     ).decode("ascii")        # the curves first
+    assert len(sources) > 1 and all(s.startswith("data:image/jpeg;base64,") for s in sources[1:])
+    picture = Image.open(io.BytesIO(base64.b64decode(sources[1].split(",", 1)[1])))
     assert picture.format == "JPEG" and max(picture.size) >= report.PICTURE_SIDE
     assert not list(built["run"].glob(".report.html.*"))   # no temporary file left behind
 
@@ -59,6 +61,34 @@ def test_report_has_the_drawn_images_and_one_card_per_sample(built):
     assert 'class="tag seen"' in page or 'class="tag unseen"' in page
     assert page.count("(dashed)") == sum(store.tasks[i] in ("loc", "refexp")
                                          for i in np.flatnonzero(np.isin(store.image, rows)))
+
+
+def test_the_report_opens_with_the_runs_curves(built):
+    from gpvcli.viz.curves import read_metrics, scalars
+
+    page = built["page"]
+    assert page.index('class="curves"') < page.index('<section class="image"')
+    with Image.open(built["run"] / "curves.png") as im:
+        assert im.format == "PNG"
+        colours = im.convert("RGB").getcolors(maxcolors=1 << 24)
+    assert len(colours) > 100                                   # lines, labels and legends, not a blank image
+    steps, validations = read_metrics(built["run"] / "metrics.jsonl")
+    assert [r["step"] for r in steps] == [1, 2] and validations   # what the panels draw
+    names = set(scalars(steps[0]))
+    assert {"loss/loss", "lr/rest"} <= names and not any(n.endswith("_scaled") for n in names)
+    assert set(scalars(validations[-1])) == {f"val/{t}" for t, row in validations[-1]["validation"]["tasks"].items()
+                                             if row["all"] is not None} | {"val/selection"}
+
+
+def test_curves_skip_a_line_cut_short_and_need_a_step(tmp_path):
+    from gpvcli.viz.curves import draw_curves, read_metrics
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 1, "loss": 2.0, "lr": {"rest": 0.1}}\n{"step": 2, "lo')
+    assert read_metrics(metrics) == ([{"step": 1, "loss": 2.0, "lr": {"rest": 0.1}}], [])
+    assert draw_curves(metrics, tmp_path / "c.png") == tmp_path / "c.png"
+    metrics.write_text("")
+    assert draw_curves(metrics, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
 
 
 def test_image_draw_is_seeded():
