@@ -60,7 +60,7 @@ def _series(records: list[dict], prefix: str) -> dict[str, tuple[list[int], list
 
 def curves_png(path: str | Path) -> bytes | None:
     """The curves of metrics.jsonl `path` as PNG bytes (None without a logged step)."""
-    from matplotlib.figure import Figure         # no pyplot: no global state, no display
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display
 
     steps, validations = read_metrics(path)
     if not steps:
