@@ -78,6 +78,36 @@ def test_the_report_opens_with_the_runs_curves(built):
     assert {"loss/loss", "lr/rest"} <= names and not any(n.endswith("_scaled") for n in names)
     assert set(scalars(validations[-1])) == {f"val/{t}" for t, row in validations[-1]["validation"]["tasks"].items()
                                              if row["all"] is not None} | {"val/selection"}
+    events = list((built["run"] / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == (importlib.util.find_spec("tensorboard") is not None)   # only where it is installed
+
+
+def test_tensorboard_events_hold_the_logged_scalars(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gpvcli.viz.curves import tensorboard_log
+
+    log = tensorboard_log(tmp_path, 0)
+    for step in (1, 2):
+        log.add({"step": step, "loss": 1.0 / step, "loss_vqa": 2.0, "loss_vqa_scaled": 2.0, "lr": {"rest": 0.1}})
+    log.add({"step": 2, "validation": {"tasks": {"vqa": {"all": 0.5}}, "selection": 0.5}})
+    assert capsys.readouterr().out.count("TensorBoard event files in") == 1
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == ["loss/loss", "loss/loss_vqa", "lr/rest", "val/selection", "val/vqa"]
+    assert [(e.step, e.value) for e in events.Scalars("loss/loss")] == [(1, 1.0), (2, 0.5)]
+
+
+def test_without_tensorboard_nothing_is_written_or_said(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from gpvcli.viz.curves import tensorboard_log
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)        # import fails, as when absent
+    log = tensorboard_log(tmp_path, 0)
+    log.add({"step": 1, "loss": 1.0})
+    assert not log.available and capsys.readouterr().out == "" and not (tmp_path / "tensorboard").exists()
 
 
 def test_curves_skip_a_line_cut_short_and_need_a_step(tmp_path):

@@ -25,6 +25,7 @@ from gpvcli.config import DEFAULT_PRESET, to_dict
 from gpvcli.default_data import prepared_data
 from gpvcli.errors import GPVError, brief
 from gpvcli.progress import progress_bar
+from gpvcli.viz.curves import tensorboard_log
 from gpvcli.train import distributed
 from gpvcli.train.config import RunConfig, TrainConfig, load_run_config
 from gpvcli.train.losses import check_finite
@@ -152,6 +153,7 @@ class Trainer:
     def fit(self, resume: bool) -> dict:
         if resume:
             self.load(runs.LAST)
+        self.events = tensorboard_log(self.run_dir, self.state["step"]) if self.dist.main else None
         last_val = None
         with progress_bar(self.show_progress) as progress:
             bar = progress.add_task(f"training {self.cfg.train.stage} {self.run_dir.name}", total=self.total_steps,
@@ -316,3 +318,4 @@ class Trainer:
         if self.dist.main:
             with open(self.run_dir / runs.METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.events.add(record)

@@ -99,15 +99,17 @@ def draw_curves(path: str | Path, out: str | Path) -> Path | None:
 
 class TensorBoardLog:
     """TensorBoard event files of a run's metrics.jsonl records, written to `folder` when the `tensorboard`
-    package is installed (`available`); a no-op without it."""
+    package is installed (`available`); a no-op without it. `purge_step`: a resumed run's step, after which
+    events of the interrupted run are dropped (they are logged again)."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, purge_step: int | None = None):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:                      # torch's writer needs the tensorboard package
             self.writer = None
         else:
-            self.writer = SummaryWriter(log_dir=str(folder))
+            self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+        self.folder = Path(folder)
 
     @property
     def available(self) -> bool:
@@ -121,6 +123,12 @@ class TensorBoardLog:
                 self.writer.add_scalar(name, value, global_step=record["step"])
         self.writer.flush()
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+
+def tensorboard_log(run: Path, step: int) -> TensorBoardLog:
+    """The run's TensorBoard log (RUN/tensorboard) from optimizer step `step` on; says once where it writes."""
+    from gpvcli import runs
+
+    log = TensorBoardLog(run / runs.TENSORBOARD, purge_step=step or None)
+    if log.available:
+        print(f"TensorBoard event files in {log.folder} (view: tensorboard --logdir {log.folder})", flush=True)
+    return log
