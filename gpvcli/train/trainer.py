@@ -25,12 +25,12 @@ from gpvcli.config import DEFAULT_PRESET, to_dict
 from gpvcli.default_data import prepared_data
 from gpvcli.errors import GPVError, brief
 from gpvcli.progress import progress_bar
-from gpvcli.viz.curves import tensorboard_log
 from gpvcli.train import distributed
 from gpvcli.train.config import RunConfig, TrainConfig, load_run_config
 from gpvcli.train.losses import check_finite
 from gpvcli.train.sampling import make_batch_sampler
 from gpvcli.train.stages import STAGES, Stage, loader_generator
+from gpvcli.viz.curves import tensorboard_log
 
 LR_OF_GROUP = {"backbone": "backbone_lr", "detr": "lr", "rest": "lr"}     # TrainConfig field of each group
 
