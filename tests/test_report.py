@@ -154,13 +154,18 @@ def test_missing_run_and_bad_options_are_gpv_errors(built, tmp_path):
         report.build_report(built["run"], split="dev")
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not on PATH (a manual check)")
-def test_report_renders_in_headless_chromium(built, tmp_path):
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not on PATH (.ci/run installs it; "
+                                                          "Debian: apt-get install chromium)")
+def test_report_renders_in_headless_chromium(built):
     spec = importlib.util.spec_from_file_location("check_report_browser",
                                                   ROOT / "benchmarks" / "check_report_browser.py")
     check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(check)
-    png = check.screenshot(built["run"] / "report.html", tmp_path / "shot.png", width=1000, height=1500)
+    page = built["run"] / "report.html"
+    png = check.screenshot(page, page.with_suffix(".png"), width=1000, height=1500)   # kept for a person to see
+    print(f"screenshot of the report: {png}")
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size == (1000, 1500)
     assert check.distinct_colours(png) > 1000   # pictures and text, not a blank page
+    images = built["page"].count("<img ")
+    assert check.decoded_images(page) == (images, images) and images > 1    # the curves and every card picture
