@@ -80,9 +80,8 @@ class PlainProgress:
             self._print(task)
 
     def _due(self, task: dict) -> bool:
-        total, done = task["total"], task["completed"]
-        if total and (done >= total or int(done / total / self.fraction) > int(task["printed"] / total
-                                                                               / self.fraction)):
+        total, done, parts = task["total"], task["completed"], round(1 / self.fraction)
+        if total and (done >= total or done * parts // total > task["printed"] * parts // total):   # exact
             return done != task["printed"]
         return time.monotonic() - task["printed_at"] >= self.interval_s
 

@@ -15,6 +15,15 @@ def test_off_a_terminal_progress_is_plain_lines(capsys):
     assert all("elapsed" in line for line in lines) and "eta" in lines[0] and "eta" not in lines[-1]
 
 
+def test_a_line_each_tenth_exactly(capsys):
+    with PlainProgress(interval_s=1e9) as progress:
+        task = progress.add_task("training gpv run", total=20)
+        for _ in range(20):
+            progress.advance(task)
+    counts = [int(line.split()[3].split("/")[0]) for line in capsys.readouterr().out.splitlines()]
+    assert counts == list(range(2, 21, 2))         # 6/20 is 30%, however 6 / 20 / 0.1 rounds
+
+
 def test_a_resumed_or_cut_short_task_prints_where_it_stopped(capsys):
     with PlainProgress(fraction=0.5, interval_s=1e9) as progress:
         task = progress.add_task("evaluating", total=10, completed=4)
