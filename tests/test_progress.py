@@ -35,3 +35,12 @@ def test_silent_progress_prints_nothing(capsys):
     with progress_bar(False) as progress:
         progress.advance(progress.add_task("x", total=3, info=""), 3)
     assert capsys.readouterr().out == ""
+
+
+def test_a_slow_task_prints_at_the_interval_too(capsys):
+    with PlainProgress(fraction=1.0, interval_s=0.0) as progress:    # every update is past the interval
+        task = progress.add_task("caching", total=1000)
+        for _ in range(3):
+            progress.advance(task)
+    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()] == [
+        f"caching {k}/1000 ({100 * k / 1000:.0f}%)" for k in (1, 2, 3)]
