@@ -4,7 +4,7 @@ On a terminal it is a rich bar. Off a terminal (a log file, a pipe, a cluster jo
 once, at the end, cut to 80 columns; there the same calls print plain lines instead, one each time a
 tenth of the work is done or `PLAIN_INTERVAL_S` seconds have passed, and one at the end:
 
-    training detector 60/600 (10%) epoch 1 loss 5.085 111 samples/s, elapsed 0:00:09, eta 0:01:21
+    training detector (detector) 60/600 (10%) epoch 1 loss 5.085 111 samples/s, elapsed 0:00:09, eta 0:01:21
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ class Trainer:
         self.events = tensorboard_log(self.run_dir, self.state["step"]) if self.dist.main else None
         last_val = None
         with progress_bar(self.show_progress) as progress:
-            bar = progress.add_task(f"training {self.cfg.train.stage} {self.run_dir.name}", total=self.total_steps,
+            bar = progress.add_task(f"training {self.cfg.train.stage} ({self.run_dir.name})", total=self.total_steps,
                                     completed=self.state["step"], info="")
             while not self.done():
                 self.run_epoch(lambda info: progress.update(bar, advance=1, info=info))
