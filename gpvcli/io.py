@@ -4,9 +4,10 @@ Every file the toolkit writes goes to a temporary name in the same folder and is
 renamed into place when complete, so an interrupted command never leaves a
 half-written file behind. A temporary is named `.NAME.HOST-PID.XXXXXXXX[.tmp]`; the
 first write of a process into a folder removes the temporaries there of processes
-of this host that no longer run (killed before they could clean up). Temporaries get the
-modes of ordinary new files and folders under the user's umask (`tempfile` makes them
-private), so teammates can read a run where the umask lets them.
+of this host that no longer run (killed before they could clean up). Before the rename, a
+file, or a folder and all it holds, gets the modes of ordinary new files and folders under
+the user's umask (`tempfile`, and some writers such as safetensors, make them private), so
+teammates can read a run where the umask lets them.
 """
 
 from __future__ import annotations
@@ -69,6 +70,17 @@ def umask_mode(folder: bool = False) -> int:
     return (0o777 if folder else 0o666) & ~mask
 
 
+def apply_umask(folder: Path) -> None:
+    """Give `folder` and everything in it the modes of new files and folders under the umask."""
+    file_mode, folder_mode = umask_mode(), umask_mode(folder=True)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), folder_mode)
+        for name in files:
+            os.chmod(os.path.join(root, name), file_mode)
+    os.chmod(folder, folder_mode)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` on success."""
@@ -78,9 +90,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
-    os.chmod(tmp, umask_mode())
     try:
         yield tmp
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -106,9 +118,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
-    os.chmod(tmp, umask_mode(folder=True))
     try:
         yield tmp
+        apply_umask(tmp)
         old = path.with_name(f".{path.name}.old")
         if old.exists():                 # left by a process killed after its last complete replacement
             shutil.rmtree(old)
