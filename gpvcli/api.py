@@ -26,7 +26,7 @@ from PIL import Image
 from gpvcli import boxes as box_ops
 from gpvcli.data.dataset import MAX_QUERY_TOKENS
 from gpvcli.data.images import load_image, to_rgb, to_tensor
-from gpvcli.data.prompts import CAPTION_PROMPTS, CLASSIFICATION_PROMPTS, TASKS
+from gpvcli.data.prompts import BOX_TASKS, CAPTION_PROMPTS, CLASSIFICATION_PROMPTS, TASKS
 from gpvcli.errors import GPVError
 from gpvcli.runs import latest_run, resolve_checkpoint
 
@@ -57,6 +57,11 @@ class Prediction:
     def to_dict(self) -> dict:
         return {"task": self.task, "text": self.text,
                 "boxes": [[round(v, 2) for v in b] for b in self.boxes], "scores": [round(s, 4) for s in self.scores]}
+
+    def caption(self, query: str) -> str:
+        """What a person reads beside the result: `query -> text` for a text task; for a box task (loc,
+        refexp) the query alone, since the boxes and their relevance are the answer."""
+        return query if self.task in BOX_TASKS else f"{query}  ->  {self.text or '(empty)'}"
 
 
 class GPVPredictor:

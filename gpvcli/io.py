@@ -4,7 +4,10 @@ Every file the toolkit writes goes to a temporary name in the same folder and is
 renamed into place when complete, so an interrupted command never leaves a
 half-written file behind. A temporary is named `.NAME.HOST-PID.XXXXXXXX[.tmp]`; the
 first write of a process into a folder removes the temporaries there of processes
-of this host that no longer run (killed before they could clean up).
+of this host that no longer run (killed before they could clean up). Before the rename, a
+file, or a folder and all it holds, gets the modes of ordinary new files and folders under
+the user's umask (`tempfile`, and some writers such as safetensors, make them private), so
+teammates can read a run where the umask lets them.
 
 A write that fails for want of space (ENOSPC, a quota, or a writer that names no errno on an almost full
 disk) raises `DiskFullError` naming the final path, the bytes needed and free, with its temporary removed
@@ -71,6 +74,24 @@ def remove_stale_temporaries(folder: Path) -> None:
                     os.unlink(entry.path)
 
 
+def umask_mode(folder: bool = False) -> int:
+    """The mode an ordinary new file (or folder) gets under the process's current umask."""
+    mask = os.umask(0o022)               # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return (0o777 if folder else 0o666) & ~mask
+
+
+def apply_umask(folder: Path) -> None:
+    """Give `folder` and everything in it the modes of new files and folders under the umask."""
+    file_mode, folder_mode = umask_mode(), umask_mode(folder=True)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), folder_mode)
+        for name in files:
+            os.chmod(os.path.join(root, name), file_mode)
+    os.chmod(folder, folder_mode)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, needed: int = 0) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` on success. A write that fails on a full
@@ -85,6 +106,7 @@ def atomic_path(path: str | os.PathLike, *, needed: int = 0) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except Exception as e:
         _failed_write(e, path, tmp, needed)
@@ -116,6 +138,7 @@ def atomic_dir(path: str | os.PathLike, *, needed: int = 0) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
     try:
         yield tmp
+        apply_umask(tmp)
         old = path.with_name(f".{path.name}.old")
         if old.exists():                 # left by a process killed after its last complete replacement
             shutil.rmtree(old)

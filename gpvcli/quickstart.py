@@ -90,5 +90,5 @@ def examples_on_one_image(run: Path, data: Path, picture: Path) -> tuple[list[di
     image = load_image(Path(store.images_root) / store.image_file[row])
     model = api.load(run)
     preds = model.predict_batch([image] * len(queries), queries, top_k=3)
-    save_drawing(image, preds[0].boxes, preds[0].scores, f"{queries[0]} -> {preds[0].text}", picture)
+    save_drawing(image, preds[0].boxes, preds[0].scores, preds[0].caption(queries[0]), picture)
     return [{"query": q, **p.to_dict()} for q, p in zip(queries, preds)], picture

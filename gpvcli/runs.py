@@ -10,7 +10,9 @@ A run folder (`runs/NAME/`, written by `gpv train`) holds:
                      model_config.yaml, vocab, tokenizer), trainer.pt (optimizer, scheduler and RNG states)
                      and state.json (epoch, step, best metric)
     features/        the visual feature cache of the frozen-visual epochs (when used)
-    eval/SPLIT/      `gpv evaluate` outputs; report.html, `gpv report`'s page
+    tensorboard/     TensorBoard event files of metrics.jsonl (when the tensorboard package is installed)
+    eval/SPLIT/      `gpv evaluate` outputs
+    report.html      `gpv report`'s page, which opens with curves.png, the training curves of metrics.jsonl
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ TRAINER_STATE = "trainer.pt"
 FEATURES = "features"
 EVAL = "eval"
 REPORT = "report.html"
+CURVES = "curves.png"
+TENSORBOARD = "tensorboard"
 
 
 def restore_checkpoints(run: Path) -> Path:

@@ -39,6 +39,9 @@ def test_help_lists_every_command_with_an_example():
     (["train", "--set", "train.lrr=1", "--run", "RUN"], "unknown config key train.lrr"),
     (["evaluate", "/nonexistent/run"], "no run or checkpoint"),
     (["predict", "missing.jpg", "Locate dog.", "--checkpoint", "/nonexistent/ckpt"], "image not found"),
+    (["train", "--cnfig", "tiny"], "No such option: --cnfig"),              # the command line's own errors
+    (["predcit"], "No such command 'predcit'"),
+    (["report"], "Missing argument"),
 ])
 def test_bad_input_is_one_line(args, message, tmp_path):
     args = [str(tmp_path / "run") if a == "RUN" else a for a in args]

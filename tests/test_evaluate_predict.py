@@ -56,8 +56,13 @@ def test_evaluate_writes_metrics_and_predictions(tiny_run, tiny_world, tmp_path)
 
 def test_evaluate_cli(tiny_run, tmp_path):
     result = runner.invoke(app, ["evaluate", str(tiny_run), "--split", "val", "--out", str(tmp_path / "e"),
-                                 "--limit", "20"])
+                                 "--limit", "20", "--batch-size", "4"])
     assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()          # off a terminal (CliRunner): plain progress lines, whole tables
+    counts = [int(line.split()[2].split("/")[0]) for line in lines if line.startswith("evaluating val ")]
+    assert counts[-1] == 20 and any(0 < c < 20 for c in counts), lines
+    tables = [line for line in lines if line[:1] in "┏┃┡│└"]
+    assert max(map(len, lines)) == max(map(len, tables)) > 80
     assert "VQA Test" in result.output or "VQA" in result.output
     assert (tmp_path / "e" / "metrics.json").is_file()
 
@@ -121,3 +126,23 @@ def test_predict_cli(tiny_run, tmp_path):
     assert jl.exit_code == 0, jl.output
     tasks = [json.loads(x)["task"] for x in jl.output.splitlines() if x.startswith("{")]
     assert tasks == ["cap", "vqa"]
+
+
+def test_a_box_task_prints_boxes_only_and_a_text_task_its_answer(tiny_run, tmp_path):
+    folder = _odd_images(tmp_path / "imgs")
+    args = ["predict", str(folder / "rgba.png"), "Locate dog.", "--run", str(tiny_run), "--top-k", "3"]
+    full = json.loads(runner.invoke(app, [*args, "--json"]).output.strip().splitlines()[-1])
+    assert set(full) == {"image", "query", "task", "text", "boxes", "scores"}       # --json keeps every field
+    printed = runner.invoke(app, args)
+    assert printed.exit_code == 0, printed.output
+    lines = printed.output.strip().splitlines()
+    assert lines[0] == "rgba.png 'Locate dog.' (loc)"                                # no text answer
+    assert lines[1:] == [f"  {s:.3f}  [{', '.join(f'{v:.1f}' for v in b)}]" for b, s in zip(full["boxes"],
+                                                                                        full["scores"])]
+    pred = api.Prediction(text=full["text"], task="loc", boxes=full["boxes"], scores=full["scores"])
+    assert pred.caption("Locate dog.") == "Locate dog."                              # the drawing's caption
+    question = "What color is the dog?"
+    vqa = runner.invoke(app, ["predict", str(folder / "rgba.png"), question, "--run", str(tiny_run), "--top-k", "0"])
+    answer = api.load(tiny_run).predict(folder / "rgba.png", question, top_k=0)
+    assert answer.task == "vqa"
+    assert vqa.output.strip().splitlines() == [f"rgba.png '{question}' (vqa) -> {answer.text or '(empty)'}"]

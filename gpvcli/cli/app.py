@@ -4,6 +4,8 @@ Each command lives in its own module and calls one core function. Every failure 
 printed here as one `error:` line: a GPVError (bad usage or input) exits with code 2,
 a GPVRuntimeError (a full disk included) or any unexpected exception with code 1, a training
 stopped by SIGTERM / SIGINT (`stopped:`) with 143 / 130. GPV_DEBUG=1 shows the traceback instead.
+The command line's own usage errors (a misspelt option or command, a missing argument) are printed
+the same way by `main`, with exit code 2.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import sys
 from collections.abc import Callable
 
 import typer
@@ -52,8 +55,7 @@ def one_line_errors(command: Callable, output_option: str = "--out") -> Callable
                 text, code, label = str(e), e.exit_code, e.label
             else:
                 text, code, label = f"unexpected {brief(e)} (rerun with GPV_DEBUG=1 for the traceback)", 1, "error"
-            text = escape(" ".join(text.split()))             # one line, brackets shown as they are
-            err_console.print(f"[bold red]{label}:[/] {text}", highlight=False, soft_wrap=True)
+            print_error(text, label)
             raise typer.Exit(code) from None
     return run
 
@@ -75,5 +77,22 @@ def _register() -> None:
 _register()
 
 
+def print_error(text: str, label: str = "error") -> None:
+    """`LABEL: text` on stderr (error, or stopped for a training stopped by a signal), on one line, brackets
+    shown as they are."""
+    err_console.print(f"[bold red]{label}:[/] {escape(' '.join(text.split()))}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
-    app()
+    """The `gpv` entry point: the app, with the command line's usage errors as one `error:` line (exit 2)."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        print_error("aborted")
+        code = 1
+    except typer.TyperException as e:                          # Click's usage errors derive from it
+        message, ctx = e.format_message() if hasattr(e, "format_message") else str(e), getattr(e, "ctx", None)
+        if message.strip():                                     # empty: the help, already shown (no command)
+            print_error(f"{message} (see {ctx.command_path if ctx is not None else 'gpv'} --help)")
+        code = e.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gpvcli.config import DEFAULT_PRESET
+from gpvcli.data.prompts import BOX_TASKS
 
-console = Console()
+OFF_TERMINAL_WIDTH = 1000   # off a terminal (a log, a pipe) tables and texts keep the width they need
+
+console = Console(width=None if sys.stdout.isatty() else OFF_TERMINAL_WIDTH)
 
 
 # ---- options shared by several commands (each call makes the option for one command) ----------------
@@ -47,13 +52,24 @@ def json_option(what: str) -> bool:
 
 
 def print_table(title: str, columns: list[str], rows: list[list], first_column: str = "") -> None:
-    table = Table(title=title, title_justify="left")
+    console.print(title, style="table.title", markup=False, highlight=False)   # whole, not wrapped to the table
+    table = Table()
     table.add_column(first_column, style="bold")
     for c in columns:
         table.add_column(c, justify="right")
     for row in rows:
         table.add_row(*[str(v) for v in row])
     console.print(table)
+
+
+def print_prediction(query: str, pred, label: str = "") -> None:
+    """One `api.Prediction` as a user reads it: `label 'query' (task)`, then `-> text` for a text task,
+    then one line per box (relevance, pixel xyxy); a box task shows its boxes only (`--json` keeps all)."""
+    head = f"[bold]{escape(label)}[/] " if label else ""
+    answer = "" if pred.task in BOX_TASKS else f" -> [green]{escape(pred.text or '(empty)')}[/]"
+    console.print(f"{head}{escape(repr(query))} ({pred.task}){answer}", highlight=False)
+    for box, score in zip(pred.boxes, pred.scores):
+        console.print(f"  {score:.3f}  \\[{', '.join(f'{v:.1f}' for v in box)}]", highlight=False)
 
 
 def print_results(title: str, model: str, tasks: dict) -> None:

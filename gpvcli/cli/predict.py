@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from gpvcli.cli.common import beam_option, console, json_option
+from gpvcli.cli.common import beam_option, console, json_option, print_prediction
 from gpvcli.errors import GPVError
 
 
@@ -23,7 +23,7 @@ def predict_command(
                                     "in batch mode."),
     as_json: bool = json_option("JSON (one line per prediction)"),
 ) -> None:
-    """Answer with text and relevance-scored boxes (pixel xyxy).
+    """Answer with text and relevance-scored boxes (pixel xyxy); box tasks (loc, refexp) show boxes only.
 
     Example: gpv predict photo.jpg "Locate dog." --out annotated.jpg
     """
@@ -37,13 +37,11 @@ def predict_command(
     batch_mode = len(pairs) > 1 or image.is_dir() or image.suffix == ".jsonl"
     for path, query, img, pred in predictor.predict_files(pairs, task=task, top_k=top_k, beam_size=beam):
         if out is not None:
-            save_drawing(img, pred.boxes, pred.scores, f"{query}  ->  {pred.text}",
+            save_drawing(img, pred.boxes, pred.scores, pred.caption(query),
                          out / f"{path.stem}.annotated.jpg" if batch_mode else out)
         if as_json:
             typer.echo(json.dumps({"image": str(path), "query": query, **pred.to_dict()}))
         else:
-            console.print(f"[bold]{path.name}[/] {query!r} ({pred.task}) -> [green]{pred.text or '(empty)'}[/]")
-            for box, score in zip(pred.boxes, pred.scores):
-                console.print(f"  {score:.3f}  [{', '.join(f'{v:.1f}' for v in box)}]")
+            print_prediction(query, pred, label=path.name)
     if out is not None and not as_json:
         console.print(f"drawn to {out}")

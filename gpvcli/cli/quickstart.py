@@ -17,12 +17,13 @@ def quickstart_command(
 
     Example: gpv quickstart --budget 0.5
     """
-    from gpvcli.cli.common import print_grounding, print_results
+    from gpvcli.api import Prediction
+    from gpvcli.cli.common import print_grounding, print_prediction, print_results
     from gpvcli.quickstart import quickstart
 
     result = quickstart(runs=runs, budget=budget)
     print_results("COCO-SCE test split of the synthetic world", "tiny GPV", result["metrics"]["tasks"])
     print_grounding(result["metrics"]["tasks"])
     for ex in result["examples"]:
-        console.print(f"{ex['query']!r} -> [green]{ex['text'] or '(empty)'}[/]")
+        print_prediction(ex["query"], Prediction(**{k: ex[k] for k in ("text", "task", "boxes", "scores")}))
     console.print(f"picture: {result['picture']}\nnext: gpv predict IMAGE \"Locate dog.\" --run {result['gpv']}")

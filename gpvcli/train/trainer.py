@@ -35,6 +35,7 @@ from gpvcli.train.config import RunConfig, TrainConfig, load_run_config
 from gpvcli.train.losses import check_finite
 from gpvcli.train.sampling import make_batch_sampler
 from gpvcli.train.stages import STAGES, Stage, loader_generator
+from gpvcli.viz.curves import tensorboard_log
 
 LR_OF_GROUP = {"backbone": "backbone_lr", "detr": "lr", "rest": "lr"}     # TrainConfig field of each group
 
@@ -191,9 +192,10 @@ class Trainer:
     def fit(self, resume: bool) -> dict:
         if resume:
             self.load(runs.LAST)
+        self.events = tensorboard_log(self.run_dir, self.state["step"]) if self.dist.main else None
         last_val = None
         with self.signals, progress_bar(self.show_progress) as progress:
-            bar = progress.add_task(f"training {self.run_dir.name}", total=self.total_steps,
+            bar = progress.add_task(f"training {self.cfg.train.stage} ({self.run_dir.name})", total=self.total_steps,
                                     completed=self.state["step"], info="")
             while not self.done():
                 self.run_epoch(lambda info: progress.update(bar, advance=1, info=info))
@@ -372,3 +374,4 @@ class Trainer:
     def log(self, record: dict) -> None:
         if self.dist.main:
             io.append_line(self.run_dir / runs.METRICS, json.dumps(record))
+            self.events.add(record)

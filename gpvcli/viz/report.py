@@ -5,17 +5,19 @@ of a prepared split (seeded), decodes every sample of those images, across all t
 checkpoint (the decoding and per-sample metric of `gpv evaluate`), and writes the page atomically
 (default RUN/report.html).
 
-The page: a header (run, checkpoint, data, split, seed), a legend, a per-task summary of the page's samples,
-the grounding checks of the run's `gpv evaluate` on that split when it has been evaluated with this
-checkpoint (each task's score with its image or query swapped, and the dependence), then one section per image with one card per sample. A card shows the task, a seen/unseen tag, the
+The page: a header (run, checkpoint, data, split, seed), the run's training curves (`gpvcli.viz.curves`, also
+saved as RUN/curves.png), a legend, a per-task summary of the page's samples, the grounding checks of the
+run's `gpv evaluate` on that split when it has been evaluated with this checkpoint (each task's score with
+its image or query swapped, and the dependence), then one section per image with one card per sample. A
+card shows the task, a seen/unseen tag, the
 sample's score, the picture the model saw (the crop for cls) with its `top_k` most relevant boxes (solid,
 coloured, labelled with relevance) and, for loc/refexp, the ground-truth boxes (dashed black and white),
 the query, the model's answer and the ground truth (vqa: the answers with counts; cap: the image's reference
 captions, the sample's own in bold; cls: the category; loc/refexp: the boxes). Captions are scored by
 CIDEr-D with document frequencies from the page's own captions, so they differ from `gpv evaluate`'s.
 
-Self-contained: pictures are JPEG data URIs, the CSS is inline, no scripts, fonts or links; all text is
-HTML-escaped.
+Self-contained: pictures are JPEG data URIs (the curves a PNG one), the CSS is inline, no scripts, fonts
+or links; all text is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ dt { color: #666; } dd { margin: 0; overflow-wrap: anywhere; }
 dd.answer { font-weight: bold; }
 dd ul { margin: 0; padding-left: 16px; }
 .sid { color: #999; font-size: 11px; overflow-wrap: anywhere; }
+.curves img { max-width: 100%; background: white; border: 1px solid #d6d9de; border-radius: 8px; }
 """
 
 
@@ -221,9 +224,20 @@ def grounding_html(evaluation: dict | None) -> str:
             f"<th>Swapped</th><th>Dependence ± 2 s.e.</th><th>Verdict</th></tr>{''.join(rows)}</table>")
 
 
+def curves_html(png: bytes | None) -> str:
+    """The training curves (PNG bytes of `curves.curves_png`) as a figure; a note when the run logged none."""
+    if png is None:
+        return '<p class="meta">No training curves: the run logged no step.</p>'
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return (f'<figure class="curves"><img src="{uri}" alt="training curves: loss terms, learning rates, '
+            "validation metrics\"></figure>")
+
+
 def render(*, store: SplitStore, rows: list[int], records: dict[int, dict], scores: dict[int, float],
-           top_k: int, header: dict[str, str], evaluation: dict | None = None) -> str:
-    """The whole page for image `rows` of `store`; `header` lines are shown as "key: value"."""
+           top_k: int, header: dict[str, str], curves: bytes | None = None, evaluation: dict | None = None) -> str:
+    """The whole page for image `rows` of `store`; `header` lines are shown as "key: value"; `curves` the
+    training curves PNG (None: a note that there are none); `evaluation` the metrics.json whose grounding
+    checks are shown (None: how to get them)."""
     e = html.escape
     by_row: dict[int, list[dict]] = {r: [] for r in rows}
     for i in sorted(records):
@@ -243,7 +257,7 @@ def render(*, store: SplitStore, rows: list[int], records: dict[int, dict], scor
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>GPV qualitative results</title><style>{CSS}</style></head><body><main>"
-        f"<h1>GPV qualitative results</h1>{meta}"
+        f"<h1>GPV qualitative results</h1>{meta}{curves_html(curves)}"
         '<p class="legend"><span class="solid">solid coloured</span> the model\'s most relevant boxes, labelled '
         'with relevance · <span class="dashed">dashed</span> ground-truth boxes (loc, refexp) · '
         "cls pictures are the crop the model saw · cap scores use document frequencies of this page's "
@@ -269,6 +283,15 @@ def checkpoint_evaluation(checkpoint: Path, split: str) -> dict | None:
     return result
 
 
+def draw_run_curves(run: Path) -> bytes | None:
+    """The run's curves as PNG bytes, also written to RUN/curves.png (None when it logged no step)."""
+    from gpvcli import runs
+    from gpvcli.viz.curves import draw_curves
+
+    path = draw_curves(run / runs.METRICS, run / runs.CURVES)
+    return None if path is None else path.read_bytes()
+
+
 def build_report(run: str | Path, *, n: int = 10, split: str = "test", out: str | Path | None = None, seed: int = 0,
                  data_dir: str | Path | None = None, top_k: int = 5, device: str = "auto") -> Path:
     """Write the report of `n` seeded images of `split` for a run or checkpoint folder; returns its path."""
@@ -288,6 +311,7 @@ def build_report(run: str | Path, *, n: int = 10, split: str = "test", out: str 
     header = {"run": str(checkpoint.parent), "checkpoint": checkpoint.name, "data": str(data_dir),
               "split": f"{split} ({store.dataset})", "images": f"{len(rows)} of {len(np.unique(store.image))}, "
               f"seed {seed}", "samples": str(len(indices))}
+    curves_png = draw_run_curves(checkpoint.parent)
     page = render(store=store, rows=rows, records=records, scores=scores, top_k=top_k, header=header,
-                  evaluation=checkpoint_evaluation(checkpoint, split))
+                  curves=curves_png, evaluation=checkpoint_evaluation(checkpoint, split))
     return io.write_text(Path(out) if out else checkpoint.parent / runs.REPORT, page)
