@@ -169,3 +169,10 @@ def test_report_renders_in_headless_chromium(built):
     assert check.distinct_colours(png) > 1000   # pictures and text, not a blank page
     images = built["page"].count("<img ")
     assert check.decoded_images(page) == (images, images) and images > 1    # the curves and every card picture
+
+
+def test_pretraining_stages_validations_are_scalars_too():
+    from gpvcli.viz.curves import scalars
+
+    record = {"step": 4, "epoch": 0, "validation": {"tasks": {"ap50": 0.25, "ap50_agnostic": 0.5}, "selection": 0.25}}
+    assert scalars(record) == {"val/ap50": 0.25, "val/ap50_agnostic": 0.5, "val/selection": 0.25}

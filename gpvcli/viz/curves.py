@@ -36,10 +36,14 @@ def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
 
 def scalars(record: dict) -> dict[str, float]:
     """One metrics.jsonl record as named scalars: `loss/NAME` (unscaled terms), `lr/GROUP`,
-    `val/TASK` (a task's score) and `val/selection`."""
+    `val/TASK` (a task's score, or a pretraining stage's metric) and `val/selection`."""
     if "validation" in record:
         result = record["validation"]
-        out = {f"val/{task}": row["all"] for task, row in result["tasks"].items() if row.get("all") is not None}
+        out = {}
+        for task, row in result["tasks"].items():   # GPV: a row per task; pretraining stages: a number per metric
+            value = row.get("all") if isinstance(row, dict) else row
+            if value is not None:
+                out[f"val/{task}"] = value
         out["val/selection"] = result["selection"]
         return out
     out = {f"loss/{k}": v for k, v in record.items() if k.startswith("loss") and not k.endswith("_scaled")}
