@@ -8,8 +8,11 @@ import torch
 from conftest import FAST_TRAIN
 from safetensors.torch import load_file
 
+from gpvcli.data.vocab import Vocab
 from gpvcli.errors import GPVError
-from gpvcli.model.heads import RegionPhraseScore, RelevanceHead, mean_tokens
+from gpvcli.model.gpv import build_model
+from gpvcli.model.heads import GroundedMemory, RegionPhraseScore, RelevanceHead, mean_tokens
+from gpvcli.train.config import load_run_config
 from gpvcli.train.losses import matched_phrases
 from gpvcli.train.trainer import train
 
@@ -48,6 +51,60 @@ def test_grounding_adds_to_the_relevant_logit_only():
     plain = head(regions, objectness)
     grounded = head(regions, objectness, grounding)
     assert torch.allclose(grounded[..., 0], plain[..., 0] + grounding) and torch.equal(grounded[..., 1], plain[..., 1])
+
+
+def test_grounded_memory_marks_regions_and_pools_the_best_match():
+    memory = GroundedMemory(dim=2)
+    with torch.no_grad():
+        memory.match.copy_(torch.tensor([0.0, 1.0]))
+    regions = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [3.0, 0.0]]])                     # (1, 3, 2)
+    grounding = torch.tensor([[0.0, -100.0, math.log(3.0)]])                            # sigmoids 1/2, 0, 3/4
+    out = memory(regions, grounding)
+    # weights softmax(0, -100, log 3) = (1/4, 0, 3/4): focus = 1/4 * 1 + 3/4 * 3 = 2.5, marked by sigmoid(log 3)
+    expected = torch.tensor([[[1.0, 0.5], [0.0, 0.0], [3.0, 0.75], [2.5, 0.75]]])
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_grounded_memory_joins_the_decoders_memory(tiny_world):
+    vocab = Vocab.load(tiny_world["data"] / "vocab.json")
+    cfg = load_run_config("tiny", ["model.phrase_grounding=true", "model.grounded_memory=true"])
+    model = build_model(cfg.model, vocab).eval()
+    ids, mask = torch.tensor([[5, 6, 7], [5, 6, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]])
+    enc = model.encode(query_ids=ids, query_mask=mask, images=torch.randn(2, 3, 96, 128))
+    Q = cfg.model.visual.num_queries
+    assert enc["memory"].shape[1] == Q + 3 + Q + 1
+    # the query's padding stays masked; the grounded regions and the focus are always attended
+    assert enc["memory_mask"][1].tolist() == [True] * (Q + 2) + [False] + [True] * (Q + 1)
+    with pytest.raises(GPVError, match="phrase_grounding"):
+        build_model(load_run_config("tiny", ["model.grounded_memory=true"]).model, vocab)
+
+
+def test_colour_histogram_counts_each_crops_pixels_by_rgb_quarter():
+    from gpvcli.data.images import IMAGENET_MEAN, IMAGENET_STD
+    from gpvcli.model.visual import colour_histogram
+
+    pixels = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.3, 0.6, 0.9], [0.0, 0.0, 0.0]])   # 4 RGB pixels
+    crop = pixels.T.reshape(3, 2, 2)                                                              # (3, h, w)
+    crop = (crop - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    hist = colour_histogram(crop[None, None])[0, 0]                                              # (64,)
+    # quarters: red (3, 0, 0) -> bin 48; (0.3, 0.6, 0.9) -> (1, 2, 3) -> 16 + 8 + 3 = 27; black -> bin 0
+    expected = torch.zeros(64)
+    expected[48], expected[27], expected[0] = 0.5, 0.25, 0.25
+    assert torch.allclose(hist, expected, atol=1e-6)
+
+
+def test_grounded_memory_adds_each_regions_colour():
+    memory = GroundedMemory(dim=2, colour_dim=3)
+    with torch.no_grad():
+        memory.match.zero_()
+        memory.colour.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]))
+        memory.colour.bias.zero_()
+    regions, grounding = torch.zeros(1, 2, 2), torch.tensor([[0.0, 0.0]])                 # equal weights
+    colour = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    out = memory(regions, grounding, colour)
+    assert torch.allclose(out, torch.tensor([[[1.0, 0.0], [0.0, 2.0], [0.5, 1.0]]]))
+    with pytest.raises(ValueError):
+        memory(regions, grounding)
 
 
 def test_align_stage_hands_its_weights_to_gpv(tiny_world, tmp_path):

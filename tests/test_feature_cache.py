@@ -69,3 +69,19 @@ def test_no_half_written_file_when_items_fail(tmp_path, encoder):
     with pytest.raises(GPVError, match="appears twice"):
         build_feature_cache(encoder, _items(2) * 2, tmp_path / "g.h5", fingerprint="x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_keeps_the_region_colour_when_the_encoder_gives_it(tmp_path):
+    cfg = VisualConfig(**{**CFG.__dict__, "region_crops": [16, 16], "region_colour": True})
+    torch.manual_seed(0)
+    encoder = build_visual(cfg).eval()
+    items = _items(3)
+    fp = visual_fingerprint(encoder, cfg)
+    cache = FeatureCache(build_feature_cache(encoder, items, tmp_path / "c.h5", batch_size=2, fingerprint=fp,
+                                             show_progress=False, total=3), fp)
+    got = cache.get(["img:2", "img:0"])
+    with torch.no_grad():
+        want = encoder(torch.stack([items[2][1], items[0][1]]))
+    assert set(got) == set(want) and "colour" in got
+    torch.testing.assert_close(got["colour"], want["colour"], rtol=1e-3, atol=1e-3)
+    cache.close()

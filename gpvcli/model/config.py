@@ -86,6 +86,9 @@ class ModelConfig:
         and the mean query token, before co-attention; see heads.RegionPhraseScore). Not in GPV-1;
         the tiny preset uses it with the alignment stage, which trains the same score on category
         phrases, so that GPV starts with words and regions in one space.
+    grounded_memory (bool, False): the text decoder's memory also holds the region descriptors
+        before co-attention, each marked by its region-query score, and their score-weighted mean
+        (heads.GroundedMemory). Needs phrase_grounding. Not in GPV-1.
     """
 
     visual: VisualConfig = field(default_factory=VisualConfig)
@@ -105,6 +108,7 @@ class ModelConfig:
     mask_query_padding: bool = True
     decoder_positions: bool = True
     phrase_grounding: bool = False
+    grounded_memory: bool = False
 
     def __post_init__(self) -> None:
         lens = self.max_answer_len

@@ -29,9 +29,15 @@ from gpvcli.errors import DiskFullError, GPVError, GPVRuntimeError
 from gpvcli.io import atomic_path, free_bytes
 from gpvcli.progress import progress_bar
 
-DTYPES = {"boxes": np.float32, "states": np.float16, "roi": np.float16, "objectness": np.float32}
+DTYPES = {"boxes": np.float32, "states": np.float16, "roi": np.float16, "objectness": np.float32,
+          "colour": np.float16}     # "colour" only from encoders with region_colour
 SPACE_MARGIN = 1 << 20       # bytes kept free beyond the features themselves (HDF5 metadata, the keys)
 _FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def _stored(outputs: dict) -> list[tuple[str, type]]:
+    """(name, dtype) of the encoder outputs that are cached."""
+    return [(name, dtype) for name, dtype in DTYPES.items() if name in outputs]
 
 
 def visual_fingerprint(encoder: nn.Module, cfg) -> str:
@@ -46,7 +52,7 @@ def visual_fingerprint(encoder: nn.Module, cfg) -> str:
 
 def _append(f: h5py.File, outputs: dict[str, Tensor]) -> None:
     """Append one batch of encoder outputs (each (B, Q, ...)) to the file's datasets."""
-    for name, dtype in DTYPES.items():
+    for name, dtype in _stored(outputs):
         values = outputs[name].detach().float().cpu()
         if dtype == np.float16 and values.abs().max() > _FP16_MAX:
             raise GPVRuntimeError(f"visual {name} exceed the float16 range and cannot be cached",
@@ -64,7 +70,7 @@ def _check_space(path: Path, outputs: dict[str, Tensor], *, done: int, total: in
     """Before appending a batch: refuse (DiskFullError) when the images left to cache (`total` - `done`, or
     this batch) would not fit, with a margin for HDF5's metadata, so that HDF5 itself never meets a full disk
     (it can crash the process there)."""
-    per_image = sum(outputs[name][0].numel() * np.dtype(dtype).itemsize for name, dtype in DTYPES.items())
+    per_image = sum(outputs[name][0].numel() * np.dtype(dtype).itemsize for name, dtype in _stored(outputs))
     left = (total - done if total else len(outputs["boxes"])) * per_image
     free = free_bytes(path.parent)
     if left + SPACE_MARGIN > free:
@@ -175,7 +181,7 @@ class FeatureCache:
             self._file = h5py.File(self.path, "r")
             self._pid = os.getpid()
         rows, inverse = np.unique([self._index[k] for k in keys], return_inverse=True)  # h5py wants sorted rows
-        return {name: torch.from_numpy(self._file[name][rows][inverse].astype(np.float32)) for name in DTYPES}
+        return {name: torch.from_numpy(self._file[name][rows][inverse].astype(np.float32)) for name in DTYPES if name in self._file}
 
     def close(self) -> None:
         if self._file is not None:

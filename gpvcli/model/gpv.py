@@ -19,10 +19,17 @@ from gpvcli.errors import GPVError
 from gpvcli.model import decoding
 from gpvcli.model.coattention import CoAttention
 from gpvcli.model.config import ModelConfig
-from gpvcli.model.heads import RegionPhraseScore, RelevanceConditioning, RelevanceHead, TextHead, mean_tokens
+from gpvcli.model.heads import (
+    GroundedMemory,
+    RegionPhraseScore,
+    RelevanceConditioning,
+    RelevanceHead,
+    TextHead,
+    mean_tokens,
+)
 from gpvcli.model.param_groups import param_groups
 from gpvcli.model.text import TextEncoder, build_bert, build_tokenizer, word_vectors
-from gpvcli.model.visual import VisualEncoder, build_visual
+from gpvcli.model.visual import COLOUR_BINS, VisualEncoder, build_visual
 
 # Samples of tasks without a text target (loc, refexp) still produce text; with a
 # head per task it comes from this head.
@@ -50,7 +57,7 @@ class GPV(nn.Module):
 
     def __init__(self, *, visual: VisualEncoder, text: TextEncoder, dim: int, coattention: CoAttention,
                  text_heads: dict[str, TextHead], relevance_conditioning: bool, mask_query_padding: bool,
-                 max_answer_len: dict[str, int], phrase_grounding: bool = False):
+                 max_answer_len: dict[str, int], phrase_grounding: bool = False, grounded_memory: bool = False):
         super().__init__()
         self.visual = visual
         self.regions = RegionDescriptor(roi_dim=visual.roi_dim, state_dim=visual.state_dim, dim=dim)
@@ -58,6 +65,11 @@ class GPV(nn.Module):
         self.coattention = coattention
         self.relevance = RelevanceHead(dim=dim)
         self.phrase_score = RegionPhraseScore(dim=dim) if phrase_grounding else None
+        if grounded_memory and not phrase_grounding:
+            raise GPVError("model.grounded_memory reads the region-query score",
+                           hint="add --set model.phrase_grounding=true")
+        colour_dim = COLOUR_BINS ** 3 if visual.region_colour else 0
+        self.grounded_memory = GroundedMemory(dim=dim, colour_dim=colour_dim) if grounded_memory else None
         self.conditioning = RelevanceConditioning(dim=dim) if relevance_conditioning else None
         self.text_heads = nn.ModuleDict(text_heads)
         self.mask_query_padding = mask_query_padding
@@ -82,14 +94,16 @@ class GPV(nn.Module):
         query_ids (B,T) long, query_mask (B,T) (1 = real token); exactly one of images
         (B,3,H,W) normalized, or visual: the VisualEncoder output dict (cached features).
         Returns "boxes" (B,Q,4), "relevance_logits" (B,Q,2) (index 0 = relevant),
-        "relevance" (B,Q), "memory" (B,Q+T,D) = [conditioned regions ; co-attended
-        language] and "memory_mask" (B,Q+T) bool (True = attend) or None.
+        "relevance" (B,Q), "memory" (B,M,D) = [conditioned regions ; co-attended
+        language], M = Q+T, with `model.grounded_memory` also [; grounded regions ; focus], M = 2Q+T+1,
+        and "memory_mask" (B,M) bool (True = attend) or None.
         """
         if (images is None) == (visual is None):
             raise ValueError("give exactly one of images or visual")
         if visual is None:
             visual = self.visual(images)
         regions = self.regions(visual["roi"], visual["states"])
+        described = regions
         language = self.text(query_ids, query_mask)
         grounding = None
         if self.phrase_score is not None:       # each region against the whole query, before co-attention
@@ -100,10 +114,14 @@ class GPV(nn.Module):
         relevance_logits = self.relevance(regions, visual["objectness"], grounding)
         if self.conditioning is not None:
             regions = self.conditioning(regions, relevance_logits)
-        memory = torch.cat([regions, language], dim=1)  # (B,Q,D) + (B,T,D) -> (B,Q+T,D)
+        parts = [regions, language]                      # (B,Q,D), (B,T,D)
+        if self.grounded_memory is not None:
+            parts.append(self.grounded_memory(described, grounding, visual.get("colour")))  # (B,Q+1,D)
+        memory = torch.cat(parts, dim=1)                                                 # (B,M,D)
         memory_mask = None
         if keep is not None:
-            memory_mask = torch.cat([keep.new_ones(regions.shape[:2]), keep], dim=1)  # (B,Q+T)
+            after = memory.shape[1] - regions.shape[1] - keep.shape[1]                   # grounded memory
+            memory_mask = torch.cat([keep.new_ones(regions.shape[:2]), keep, keep.new_ones(len(keep), after)], 1)
         return {"boxes": visual["boxes"], "relevance_logits": relevance_logits,
                 "relevance": relevance_logits.softmax(-1)[..., 0], "memory": memory, "memory_mask": memory_mask}
 
@@ -226,4 +244,5 @@ def build_model(cfg: ModelConfig, vocab: Vocab) -> GPV:
         mask_query_padding=cfg.mask_query_padding,
         max_answer_len=dict(cfg.max_answer_len),
         phrase_grounding=cfg.phrase_grounding,
+        grounded_memory=cfg.grounded_memory,
     )

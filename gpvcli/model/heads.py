@@ -59,6 +59,34 @@ class RegionPhraseScore(nn.Module):
         return self.log_scale.exp() * (r @ p.transpose(-1, -2)) + self.bias         # (B,Q,P)
 
 
+class GroundedMemory(nn.Module):
+    """regions (B,Q,D) before co-attention, grounding (B,Q) region-query logits, colour (B,Q,K) or None
+    -> (B,Q+1,D): each region (+ Linear(its colour) when colour_dim) + sigmoid(its grounding) * t_match,
+    then the focus: the softmax(grounding)-weighted mean of those regions + sigmoid(max grounding) * t_match.
+
+    What the text decoder needs to answer about the thing a question names ("What color is the dog?",
+    "Is there a dog?") is that thing's region and how well anything matches; the region-query score
+    that localizes it hands both over directly instead of leaving the decoder to find them by
+    cross-attention through co-attended regions (where the image is a small part of each vector).
+    t_match is a learned D-vector."""
+
+    def __init__(self, *, dim: int, colour_dim: int = 0):
+        super().__init__()
+        self.match = nn.Parameter(0.1 * torch.randn(dim))
+        self.colour = nn.Linear(colour_dim, dim) if colour_dim else None
+
+    def forward(self, regions: torch.Tensor, grounding: torch.Tensor,
+                colour: torch.Tensor | None = None) -> torch.Tensor:
+        if (self.colour is None) != (colour is None):
+            raise ValueError("give the regions' colour exactly when built with colour_dim")
+        if colour is not None:
+            regions = regions + self.colour(colour)                                             # (B,Q,K) -> (B,Q,D)
+        marked = regions + grounding.sigmoid()[..., None] * self.match                          # (B,Q,D)
+        focus = (grounding.softmax(-1)[..., None] * regions).sum(1)                             # (B,D)
+        focus = focus + grounding.max(-1).values.sigmoid()[:, None] * self.match
+        return torch.cat([marked, focus[:, None]], dim=1)                                       # (B,Q+1,D)
+
+
 def mean_tokens(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """tokens (B,T,D), mask (B,T) (1 = real token) -> the mean real token (B,D)."""
     m = mask.to(tokens.dtype)[..., None]                                             # (B,T,1)

@@ -112,6 +112,11 @@ class VisualConfig:
             on small images the stride-32 map holds a few cells, each mixing several objects, so RoI pooling
             alone tells a region's category poorly; the crop classifier warm-up trains the backbone on
             crops of this size.
+        region_colour (bool, False): with region_crops, the encoder also outputs "colour" (B, Q, 64):
+            the histogram of each region crop's pixels over 4 x 4 x 4 RGB bins, a fixed low-level
+            feature with no weights. Not in GPV-1: a small backbone trained from scratch to name
+            categories keeps little of an object's colour, which VQA and captions ask about
+            (`model.grounded_memory` hands it to the text decoder; figures in the README).
     """
 
     pretrained: str | None = None
@@ -136,6 +141,7 @@ class VisualConfig:
     roi_size: int = 7
     roi_sampling_ratio: int = 2
     region_crops: list[int] | None = None
+    region_colour: bool = False
 
 
 def _to_trainable_norm(module: nn.Module, groups: int) -> None:
@@ -174,7 +180,7 @@ class VisualEncoder(nn.Module):
                  attention_heads: int, ffn_dim: int, num_queries: int, query_anchors: bool, dropout: float,
                  num_classes: int,
                  frozen_batchnorm: bool, group_norm: int, freeze_stem_and_first_stage: bool, roi_size: int,
-                 roi_sampling_ratio: int, region_crops: list[int] | None = None):
+                 roi_sampling_ratio: int, region_crops: list[int] | None = None, region_colour: bool = False):
         super().__init__()
         # transformers is imported here, not at module level: reading a config stays fast (CLI errors)
         from transformers import DetrConfig, DetrModel, ResNetConfig
@@ -197,6 +203,10 @@ class VisualEncoder(nn.Module):
         self.roi_size = roi_size
         self.roi_sampling_ratio = roi_sampling_ratio
         self.region_crops = None if region_crops is None else tuple(region_crops)
+        if region_colour and region_crops is None:
+            raise GPVError("model.visual.region_colour reads the region crops",
+                           hint="also set model.visual.region_crops=[h,w]")
+        self.region_colour = region_colour
         self.load_report: LoadReport | None = None  # set by build_visual
         # transformers draws the object queries from N(0, 0.02): every query then starts (and, trained from
         # scratch, stays) nearly identical, so without dropout's noise all boxes collapse onto one.
@@ -257,15 +267,10 @@ class VisualEncoder(nn.Module):
             pixel_mask = torch.ones((b, h, w), dtype=torch.long, device=images.device)
         return self.detr.backbone(images, pixel_mask)[-1]
 
-    def crop_features(self, images: Tensor, boxes: Tensor) -> Tensor:
-        """(B, Q, C): the backbone's map of each region's crop (see `region_crops`), averaged. The crops'
-        geometry takes no gradient (the boxes learn from the box losses)."""
-        from gpvcli.data.prepare import CROP_MARGIN
-
-        b, q = boxes.shape[:2]
-        crops = region_crops(images, boxes.detach(), self.region_crops, CROP_MARGIN)    # (B,Q,3,h,w)
+    def crop_features(self, crops: Tensor) -> Tensor:
+        """crops (B, Q, 3, h, w) -> (B, Q, C): the backbone's map of each region's crop, averaged."""
         fmap, _ = self.backbone_map(crops.flatten(0, 1))                                # (B*Q,C,h',w')
-        return fmap.mean(dim=(2, 3)).reshape(b, q, -1)
+        return fmap.mean(dim=(2, 3)).reshape(*crops.shape[:2], -1)
 
     def _anchor_bias(self, map_size: tuple[int, int], token_mask: Tensor) -> Tensor:
         """Additive cross-attention bias (B, 1, Q, Hf*Wf): a Gaussian of each query's width around its anchor
@@ -314,9 +319,16 @@ class VisualEncoder(nn.Module):
         boxes = boxes.sigmoid()
         roi = roi_align_mean(fmap, cxcywh_to_xyxy(boxes), output_size=self.roi_size,
                              sampling_ratio=self.roi_sampling_ratio)
+        out = {"boxes": boxes, "states": states, "objectness": self.class_head(states)}
         if self.region_crops is not None:
-            roi = torch.cat([roi, self.crop_features(images, boxes)], dim=-1)  # (B,Q,C) + (B,Q,C) -> (B,Q,2C)
-        return {"boxes": boxes, "states": states, "objectness": self.class_head(states), "roi": roi}
+            from gpvcli.data.prepare import CROP_MARGIN
+
+            # the crops' geometry takes no gradient (the boxes learn from the box losses)
+            crops = region_crops(images, boxes.detach(), self.region_crops, CROP_MARGIN)  # (B,Q,3,h,w)
+            roi = torch.cat([roi, self.crop_features(crops)], dim=-1)  # (B,Q,C) + (B,Q,C) -> (B,Q,2C)
+            if self.region_colour:
+                out["colour"] = colour_histogram(crops)
+        return {**out, "roi": roi}
 
 
 def region_crops(images: Tensor, boxes: Tensor, size: tuple[int, int], margin: float) -> Tensor:
@@ -334,6 +346,22 @@ def region_crops(images: Tensor, boxes: Tensor, size: tuple[int, int], margin: f
     grid = grid.reshape(b, q * h, w, 2)                                                # crops stacked vertically
     crops = F.grid_sample(images, grid, align_corners=False)                           # (B,3,Q*h,w)
     return crops.reshape(b, 3, q, h, w).transpose(1, 2)                                # (B,Q,3,h,w)
+
+
+COLOUR_BINS = 4   # per RGB channel
+
+
+def colour_histogram(crops: Tensor) -> Tensor:
+    """crops (B, Q, 3, h, w), ImageNet-normalized -> (B, Q, COLOUR_BINS**3): the share of each crop's
+    pixels in each RGB bin (bin index r * 16 + g * 4 + b, channel values cut into equal quarters of [0, 1])."""
+    from gpvcli.data.images import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = crops.new_tensor(IMAGENET_MEAN)[:, None, None]
+    std = crops.new_tensor(IMAGENET_STD)[:, None, None]
+    level = ((crops * std + mean).clamp(0, 1) * COLOUR_BINS).long().clamp(max=COLOUR_BINS - 1)  # (B,Q,3,h,w)
+    index = (level[:, :, 0] * COLOUR_BINS + level[:, :, 1]) * COLOUR_BINS + level[:, :, 2]        # (B,Q,h,w)
+    counts = F.one_hot(index.flatten(2), COLOUR_BINS ** 3).sum(2)                               # (B,Q,64)
+    return counts.to(crops.dtype) / index[0, 0].numel()
 
 
 def sine_code(points: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
