@@ -124,6 +124,15 @@ def build_optimizer(groups: dict[str, list[torch.nn.Parameter]], t: TrainConfig,
                              fused=True if device.type == "cuda" else None)
 
 
+def compile_model(model: torch.nn.Module) -> None:
+    """torch.compile `model` in place (its state-dict names unchanged): GPV by its tensor-only parts
+    (`GPV.compile_parts`), any other model whole."""
+    if hasattr(model, "compile_parts"):
+        model.compile_parts()
+    else:
+        model.compile()
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -182,7 +191,9 @@ class Trainer:
         self.optimizer = build_optimizer(stage.param_groups(), t, dist.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(self.total_steps, t.warmup))
         self.detr_params = [p for p in stage.visual.parameters() if p.requires_grad]
-        self.model = torch.compile(stage.model) if t.compile else stage.model     # saved: stage.model's weights
+        if t.compile:
+            compile_model(stage.model)
+        self.model = stage.model
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
