@@ -2,7 +2,8 @@
 tensors (what the trainer's DataLoader hands to the device), at the gpv1 preset's input size (480x640):
 
 1. the pipeline as the trainer builds it (GPVDataset + Collator: decode, crop, resize, tokenize; uint8
-   pixels), with 1, 2, ... workers: samples/s and samples/s per worker;
+   pixels), with 1, 2, ... workers: samples/s and samples/s per worker; and in this process, one thread,
+   per second of its CPU time (what one worker core delivers when nothing else runs on it);
 2. the same with 1 worker, images normalized to float32 in the worker (the pipeline before issue 15), as a
    ratio to 1.;
 3. decoding alone in this process, whole images at the small preset's 192x256: the full JPEG decode then
@@ -55,16 +56,18 @@ def make_data(root: Path, images: int) -> Path:
     return root / "sce"
 
 
-def rate(dataset, collate, batches: list[list[int]], workers: int) -> float:
-    """Samples/s of a DataLoader over `batches` after its first batch (worker start-up excluded)."""
+def rate(dataset, collate, batches: list[list[int]], workers: int, clock=time.perf_counter) -> float:
+    """Samples/s of a DataLoader over `batches` after its first batch (worker start-up excluded); with
+    clock=time.process_time and no workers, samples per second of this process's CPU time (a figure per core
+    that other load on the machine does not lower)."""
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers,
                         pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None)
     it = iter(loader)
     next(it)
-    start, n = time.perf_counter(), 0
+    start, n = clock(), 0
     for batch in it:
         n += len(batch["task"])
-    return n / (time.perf_counter() - start)
+    return n / (clock() - start)
 
 
 def decode_rate(store: SplitStore, indices: list[int], reduce: bool) -> float:
@@ -105,6 +108,10 @@ def main() -> None:
         for w in workers:
             r = rate(dataset, collate, batches, w)
             rows.append({"pipeline": "uint8 pixels", "workers": w, "samples_per_s": r, "per_worker": r / w})
+        torch.set_num_threads(1)
+        cpu = rate(dataset, collate, batches, 0, clock=time.process_time)
+        rows.append({"pipeline": "uint8, in this process, per CPU s", "workers": 0, "samples_per_s": cpu,
+                     "per_worker": cpu})
         before = rate(FloatImages(store, vocab, **kw), collate, batches, 1)
         rows.append({"pipeline": "float32 in the worker (before)", "workers": 1, "samples_per_s": before,
                      "per_worker": before})
@@ -121,7 +128,7 @@ def main() -> None:
     print(f"{'pipeline':34s} {'workers':>7s} {'samples/s':>10s} {'per worker':>10s} {'vs 1 worker':>11s}")
     for r in rows:
         ratio = f"{r['samples_per_s'] / one:.2f}" if one else "-"
-        print(f"{r['pipeline']:34s} {r['workers']:7d} {r['samples_per_s']:10.1f} {r['per_worker']:10.1f} {ratio:>11s}")
+        print(f"{r['pipeline']:34.34s} {r['workers']:7d} {r['samples_per_s']:10.1f} {r['per_worker']:10.1f} {ratio:>11s}")
     print(f"crops in this process: {crop_rate:.1f} samples/s (crop, enlarge to {size[0]}x{size[1]})")
     print(f"decoding whole images for {SMALL_SIZE[0]}x{SMALL_SIZE[1]} in this process: full decode + resize "
           f"{full:.1f}/s, reduced-size decode {reduced:.1f}/s ({reduced / full:.2f}x)")
