@@ -77,6 +77,7 @@ def train_rate(trainer: Trainer, *, frozen: bool, cache_dir: Path, steps: int, w
                               show_progress=False)
     prepare_s = time.perf_counter() - start
     trainer.model.train()
+    trainer.state["step_in_epoch"] = 0                     # each row reads its epoch from the first batch
     reset_peak(device)
     seen, clock = 0, time.perf_counter()
     for k, batch in enumerate(trainer.epoch_loader(epoch)):
