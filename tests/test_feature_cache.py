@@ -85,3 +85,42 @@ def test_cache_keeps_the_region_colour_when_the_encoder_gives_it(tmp_path):
     assert set(got) == set(want) and "colour" in got
     torch.testing.assert_close(got["colour"], want["colour"], rtol=1e-3, atol=1e-3)
     cache.close()
+
+
+def test_int8_rows_by_hand():
+    from gpvcli.model.feature_cache import quantize_rows
+
+    rows = torch.tensor([[1.27, -0.5, 0.004], [0.0, 0.0, 0.0], [-2.54, 1.0, 0.3]])
+    q, scale = quantize_rows(rows)
+    # scale = max |row| / 127; q = round(value / scale)
+    torch.testing.assert_close(scale, torch.tensor([0.01, 0.0, 0.02]))
+    assert q.dtype == torch.int8
+    assert q.tolist() == [[127, -50, 0], [0, 0, 0], [-127, 50, 15]]
+
+
+def test_int8_cache_within_half_a_step_of_the_encoder_and_half_the_bytes(tmp_path, encoder):
+    from gpvcli.model.feature_cache import bytes_per_sample
+
+    items = _items(3)
+    fp = visual_fingerprint(encoder, CFG)
+    path = build_feature_cache(encoder, items, tmp_path / "q.h5", fingerprint=fp, form="int8")
+    cache = FeatureCache(path, fp)
+    assert cache.form == "int8"
+    rows = cache.rows(["img:2", "img:0"])
+    assert rows["roi"].dtype == rows["states"].dtype == torch.int8
+    got = cache.get(["img:2", "img:0"])
+    with torch.no_grad():
+        want = encoder.eval()(torch.stack([items[2][1], items[0][1]]))
+    torch.testing.assert_close(got["boxes"], want["boxes"], rtol=1e-6, atol=1e-6)
+    for name in ("states", "roi"):
+        step = want[name].abs().amax(-1, keepdim=True) / 127          # one int8 step of each row
+        assert ((got[name] - want[name]).abs() <= step / 2 + 1e-6).all()
+    # Q (4 + K) float32 + Q (D + C) int8 + 2Q float32 scales; float16: Q (D + C) 2-byte values instead
+    Q, K, D, C = 5, 2, 32, 32
+    per = {"int8": Q * (4 + K) * 4 + Q * (D + C) + 2 * Q * 4, "float16": Q * (4 + K) * 4 + Q * (D + C) * 2}
+    for form, expected in per.items():
+        assert bytes_per_sample(queries=Q, state_dim=D, roi_dim=C, classes=K, form=form) == expected
+    import h5py
+    with h5py.File(path) as f:
+        assert sum(f[n].id.get_storage_size() for n in f if n != "keys") == 3 * per["int8"]
+    cache.close()

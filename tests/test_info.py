@@ -50,6 +50,19 @@ def test_info_command_on_tiny():
     info = json.loads(result.output)
     assert set(info["parameters"]) == {*COMPONENTS, "total"}
     assert info["vocab_size"] == 7600
+    # the feature cache, by hand: Q (4 + K) float32 + Q (D + C) values (float16: 2 bytes; int8: 1 byte and
+    # 2Q float32 scales), for COCO-SCE train's 66,226 images + 174,538 crops; tiny: Q 20, K 2, D 128, C 256
+    cache = info["feature_cache"]
+    assert cache["form"] == "float16" and cache["max_gb"] == 0
+    small = 20 * 6 * 4
+    sizes = {"float16": small + 20 * 384 * 2, "int8": small + 20 * 384 + 2 * 20 * 4}
+    for form, per in sizes.items():
+        c = cache["coco_sce_train"][form]
+        assert (c["bytes_per_sample"], c["bytes"], c["live"]) == (per, 240_764 * per, 0)
+    bounded = json.loads(runner.invoke(app, ["info", "--config", "tiny", "--json", "--set", "train.cache_form=int8",
+                                             "--set", "train.cache_max_gb=0.1"]).output)["feature_cache"]
+    c = bounded["coco_sce_train"]["int8"]
+    assert (c["cached"], c["live"]) == (int(0.1e9 // sizes["int8"]), 240_764 - int(0.1e9 // sizes["int8"]))
     per_task = json.loads(runner.invoke(app, ["info", "--json", "--set", "model.heads=task"]).output)
     assert _total(per_task["parameters"]) > _total(info["parameters"])
     # 100 more answer words add a learned input and output vector each (hidden 128 in tiny)

@@ -22,6 +22,10 @@ def info_command(
 ) -> None:
     """Parameters (trainable / frozen per component), FLOPs and activations of one forward pass.
 
+    The feature cache of the frozen-visual stage is sized for the preset's train.cache_form and
+    train.cache_max_gb: bytes per sample (an image or a classification crop) and the projected size for
+    COCO-SCE train (66,226 images, 174,538 crops), with how many entries the bound leaves live.
+
     FLOPs and activations are measured on one sample at the preset's image size with a
     16-token query and a 5-token answer; FLOPs count 2 per multiply-add (torch FlopCounterMode),
     activations the output elements of every leaf module. The paper's GPV-1 figures are
@@ -32,15 +36,20 @@ def info_command(
     Example: gpv info --config gpv1 --set model.heads=task
     """
     from gpvcli.errors import GPVError
-    from gpvcli.model.config import load_model_config
+    from gpvcli.model.feature_cache import FORMS, projected_size
     from gpvcli.model.info import PAPER, model_info
     from gpvcli.model.pretrained import check_named
+    from gpvcli.train.config import load_run_config
 
     if vocab_size < 5:
         raise GPVError(f"--vocab-size {vocab_size} is too small", hint="at least 5 (4 special tokens + 1 word)")
-    cfg = load_model_config(config, overrides)
+    run_cfg = load_run_config(config, overrides)
+    cfg, t = run_cfg.model, run_cfg.train
     found = check_named(cfg, download=False)
     info = model_info(cfg, vocab_size)
+    cache = {form: projected_size(**info["visual_outputs"], form=form, max_gb=t.cache_max_gb if form == t.cache_form
+                                  else 0.0) for form in FORMS}
+    info["feature_cache"] = {"form": t.cache_form, "max_gb": t.cache_max_gb, "coco_sce_train": cache}
     if as_json:
         print(json.dumps({**info, "pretrained": found}, indent=2))
         return
@@ -58,5 +67,12 @@ def info_command(
                  ["activations", _millions(info["activations"]), _millions(PAPER["activations"])]],
                 first_column="Figure")
     console.print("The paper's figures are for the gpv1 preset at 480x640 (head per task: 311M parameters).")
+    rows = [[f"{form}{' (this config)' if form == t.cache_form else ''}", f"{c['bytes_per_sample'] / 1e3:,.1f} kB",
+             f"{c['bytes'] / 1e9:,.1f} GB", f"{c['cached_bytes'] / 1e9:,.1f} GB", f"{c['live']:,}"]
+            for form, c in cache.items()]
+    bound = f"within train.cache_max_gb={t.cache_max_gb:g}" if t.cache_max_gb else "no size bound"
+    print_table(f"Feature cache of the frozen-visual stage on COCO-SCE train ({cache[t.cache_form]['entries']:,} "
+                f"images and crops; {bound})", ["per sample", "all cached", "cached", "computed live"], rows,
+                first_column="Form")
     for kind in ("visual", "text"):
         console.print(f"pretrained {kind}: {found.get(kind, 'none (random init)')}", highlight=False)

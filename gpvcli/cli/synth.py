@@ -7,6 +7,15 @@ from pathlib import Path
 import typer
 
 from gpvcli.cli.common import console, print_table
+from gpvcli.errors import GPVError
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """"640x480" -> (640, 480): width and height in pixels."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise GPVError(f"--image-size {text!r} is not WxH", hint="e.g. --image-size 640x480")
+    return int(parts[0]), int(parts[1])
 
 
 def synth_command(
@@ -16,14 +25,19 @@ def synth_command(
     seed: int = typer.Option(0, "--seed", help="Seed; the same arguments give the same files."),
     width: int = typer.Option(128, "--width", help="Image width in pixels."),
     height: int = typer.Option(96, "--height", help="Image height in pixels."),
+    image_size: str | None = typer.Option(None, "--image-size", help="WxH in pixels, e.g. 640x480 (COCO's "
+                                          "typical size); replaces --width and --height."),
 ) -> None:
     """Generate the synthetic world in the COCO 2014 / VQA v2 file formats, with its shortcut baselines.
 
     Example: gpv synth data/synth --train-images 2000 --val-images 500 --seed 0
+    Example: gpv synth data/synth640 --train-images 200 --val-images 50 --image-size 640x480
     """
     from gpvcli.paths import default_synth_dir
     from gpvcli.synth.world import generate
 
+    if image_size is not None:
+        width, height = parse_image_size(image_size)
     summary = generate(out or default_synth_dir(), train_images=train_images, val_images=val_images,
                        seed=seed, width=width, height=height, show_progress=True)
     splits = ("train2014", "val2014")

@@ -1,7 +1,9 @@
 """Samples of a prepared split as model-ready tensors, and their collation into batches.
 
 `GPVDataset(store, vocab, image_size=(H, W), max_answer_len=...)` yields one dict per sample:
-    index (int), task (str), image (Tensor (3, H, W)) or feature_key (str, when features are cached),
+    index (int), task (str), image (uint8 Tensor (3, H, W), see `gpvcli.data.images.pixels`) or
+    feature_key (str, when features are cached; with a `FeatureCache` attached as `features`, a key the
+    cache lacks comes with its image too, for the frozen encoder to compute live),
     query (str), target_ids (LongTensor (S_i,) answer ids ending in STOP; empty for box tasks),
     boxes (Tensor (N_i, 4) normalized cxcywh; empty for text tasks).
 For cls the image is the stored crop. With `image_of` / `query_of` (store indices aligned with `indices`),
@@ -11,7 +13,10 @@ given by at least 3 of the 10 annotators (else the multiple-choice answer), with
 (seed, epoch, sample index), so a resumed run draws exactly what an uninterrupted one would.
 
 `Collator(tokenizer)` pads a list of items into a batch:
-    index (list[int]), task (list[str]), images (B, 3, H, W) or feature_keys (list[str]),
+    index (list[int]), task (list[str]), images (uint8 (B, 3, H, W), channels-last memory) or feature_keys
+    (list[str]); with a `FeatureCache` attached as `features`, the cached keys' stored rows instead:
+    visual (`FeatureCache.rows`, in batch order of the cached samples), cached (bool (B,): which samples
+    they are; the others' images are in images, in batch order),
     query_ids / query_mask (B, T), answer_inputs (B, S) = START + targets[:-1], text_targets (B, S)
     (PAD = 0 where none), boxes (list of B tensors (N_i, 4) normalized cxcywh).
 """
@@ -25,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from gpvcli import boxes as box_ops
-from gpvcli.data.images import crop, load_image, to_tensor
+from gpvcli.data.images import crop, load_image, normalize, pixels, stack_pixels
 from gpvcli.data.store import SplitStore
 from gpvcli.data.vocab import PAD, START, Vocab
 
@@ -65,6 +70,7 @@ class GPVDataset(Dataset):
         self.image_of = self.indices if image_of is None else np.asarray(image_of)
         self.query_of = self.indices if query_of is None else np.asarray(query_of)
         self.tasks = [store.task_names[c] for c in store.task_code[self.indices]]
+        self.features = None           # a FeatureCache: keys it lacks come with their images
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -73,6 +79,7 @@ class GPVDataset(Dataset):
         return len(self.indices)
 
     def load_image(self, i: int) -> torch.Tensor:
+        """Normalized float (3, H, W) model input of store sample i."""
         return input_image(self.store, i, self.image_size)
 
     def target_text(self, i: int, task: str) -> str:
@@ -88,8 +95,8 @@ class GPVDataset(Dataset):
         item = {"index": i, "task": task, "query": self.store.query[int(self.query_of[k])]}
         if self.use_features:
             item["feature_key"] = feature_key(self.store, seen)
-        else:
-            item["image"] = self.load_image(seen)
+        if not self.use_features or (self.features is not None and item["feature_key"] not in self.features):
+            item["image"] = input_pixels(self.store, seen, self.image_size)
         if task in TEXT_TARGET_TASKS:
             limit = self.max_answer_len.get(task, self.max_answer_len.get("default"))
             item["target_ids"] = torch.tensor(self.vocab.encode(self.target_text(i, task), limit), dtype=torch.long)
@@ -105,11 +112,16 @@ class GPVDataset(Dataset):
 
 def input_image(store: SplitStore, i: int, image_size: tuple[int, int]) -> torch.Tensor:
     """The model input of store sample i: the (cropped, for cls) image as a normalized (3, H, W) tensor."""
-    img = load_image(store.image_path(i))
+    return normalize(input_pixels(store, i, image_size)).contiguous()
+
+
+def input_pixels(store: SplitStore, i: int, image_size: tuple[int, int]) -> torch.Tensor:
+    """The (cropped, for cls) image of store sample i as uint8 (3, H, W) at image_size (H, W); a whole image
+    at least twice that size is decoded at reduced scale (`load_image`'s reduce_to)."""
     c = store.crop[i]
-    if not np.isnan(c).any():
-        img = crop(img, c)
-    return to_tensor(img, image_size)
+    whole = np.isnan(c).any()
+    img = load_image(store.image_path(i), reduce_to=image_size[::-1] if whole else None)
+    return pixels(img if whole else crop(img, c), image_size)
 
 
 class Collator:
@@ -118,6 +130,7 @@ class Collator:
     def __init__(self, tokenizer, max_query_len: int = MAX_QUERY_TOKENS):
         self.tokenizer = tokenizer
         self.max_query_len = max_query_len
+        self.features = None           # a FeatureCache: batches carry its rows (read where collation runs)
 
     def __call__(self, items: list[dict]) -> dict:
         enc = self.tokenizer([it["query"] for it in items], padding=True, truncation=True,
@@ -136,8 +149,15 @@ class Collator:
             "text_targets": targets,
             "boxes": [it["boxes"] for it in items],
         }
-        if "image" in items[0]:
-            batch["images"] = torch.stack([it["image"] for it in items])             # (B, 3, H, W)
-        else:
-            batch["feature_keys"] = [it["feature_key"] for it in items]
+        live = [it["image"] for it in items if "image" in it]
+        if live:
+            batch["images"] = stack_pixels(live)                                     # (B_live, 3, H, W)
+        if "feature_key" in items[0]:
+            if self.features is None:
+                batch["feature_keys"] = [it["feature_key"] for it in items]
+            else:
+                cached = [it["feature_key"] for it in items if "image" not in it]
+                batch["cached"] = torch.tensor(["image" not in it for it in items])    # (B,)
+                if cached:
+                    batch["visual"] = self.features.rows(cached)                    # (B_cached, Q, ...)
         return batch

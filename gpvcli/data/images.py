@@ -5,7 +5,11 @@ and converts grayscale (8- or 16-bit), RGBA (composited on white), palette and C
 images to RGB; an image of more than PIL's MAX_IMAGE_PIXELS * 2 pixels (a possible
 decompression bomb) is refused before it is decoded.
 `to_tensor` resizes to (H, W) without keeping the aspect ratio (as GPV-1 does)
-and normalizes with the ImageNet mean/std.
+and normalizes with the ImageNet mean/std; it is `normalize(pixels(img, size))`, split so that
+DataLoader workers hand over uint8 pixels (a quarter of float32's bytes through shared and pinned
+memory) and the device normalizes them (`device_images`), with the same float32 operations.
+`load_image(path, reduce_to=(w, h))` lets the JPEG decoder scale the image down by 2, 4 or 8 while
+decoding (PIL's `draft`) when the model input is at most half its size (see benchmarks/bench_loader.py).
 """
 
 from __future__ import annotations
@@ -35,12 +39,23 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str | Path) -> Image.Image:
+EXIF_ORIENTATION = 0x0112
+TRANSPOSING = (5, 6, 7, 8)          # EXIF orientations that swap width and height
+
+
+def load_image(path: str | Path, reduce_to: tuple[int, int] | None = None) -> Image.Image:
+    """The RGB image at `path`. With `reduce_to` (w, h), a JPEG at least twice that size (after its
+    EXIF rotation) may be decoded at 1/2, 1/4 or 1/8 scale, never below (w, h)."""
     path = Path(path)
     if not path.is_file():
         raise GPVError(f"image not found: {path}", hint="check the path")
     try:
         with Image.open(path) as img:
+            if reduce_to is not None and img.format == "JPEG":
+                w, h = reduce_to
+                if img.getexif().get(EXIF_ORIENTATION) in TRANSPOSING:
+                    w, h = h, w
+                img.draft(None, (w, h))
             img.load()
             rgb = to_rgb(img)
     except Image.DecompressionBombError as e:
@@ -55,10 +70,39 @@ def load_image(path: str | Path) -> Image.Image:
 
 def to_tensor(img: Image.Image, size: tuple[int, int], mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """RGB PIL image -> normalized float tensor (3, H, W) at size (H, W)."""
+    return normalize(pixels(img, size), mean, std).contiguous()
+
+
+def pixels(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """RGB PIL image -> uint8 tensor (3, H, W) at size (H, W) (bilinear, aspect ratio not kept), a view
+    of (H, W, 3) memory (channels last; `torch.stack` of `.permute(1, 2, 0)` views copies it once)."""
     h, w = size
-    arr = np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0  # (H, W, 3)
-    arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (3, H, W)
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.BILINEAR)
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)       # (H, W, 3) -> (3, H, W)
+
+
+def normalize(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 pixels (..., 3, H, W) -> float32 (x / 255 - mean) / std per channel, on their device."""
+    shape = (3, 1, 1)
+    mean = torch.tensor(mean, dtype=torch.float32, device=images.device).view(shape)
+    std = torch.tensor(std, dtype=torch.float32, device=images.device).view(shape)
+    return (images.float() / 255.0 - mean) / std
+
+
+def stack_pixels(images: list[torch.Tensor]) -> torch.Tensor:
+    """(3, H, W) images -> (B, 3, H, W) in channels-last memory (one copy of (H, W, 3) rows)."""
+    return torch.stack([im.permute(1, 2, 0) for im in images]).permute(0, 3, 1, 2)      # (B, H, W, 3) -> (B, 3, H, W)
+
+
+def device_images(images: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
+    """A batch (B, 3, H, W) as model input on `device`: uint8 pixels are copied (non-blocking from pinned
+    memory) and normalized there; float images are taken as normalized. Contiguous in the requested
+    memory format."""
+    images = images.to(device, non_blocking=True)
+    if images.dtype == torch.uint8:
+        images = normalize(images)
+    return images.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def crop(img: Image.Image, box_xyxy) -> Image.Image:

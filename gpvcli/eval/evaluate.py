@@ -99,10 +99,11 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
 class Decoder:
     """A checkpoint's model, loaded once on `device`, that decodes store samples in one-task batches."""
 
-    def __init__(self, checkpoint: Path, *, device: str = "auto"):
+    def __init__(self, checkpoint: Path, *, device: str = "auto", num_workers: int = 0):
         from gpvcli.model.checkpoint import load_model
 
         self.device = pick_device(device)
+        self.num_workers = num_workers        # DataLoader workers that read and resize the images
         self.model, self.cfg, self.vocab, self.tokenizer = load_model(checkpoint, device=str(self.device))
 
     def __call__(self, store: SplitStore, indices: np.ndarray, *, image_of: np.ndarray | None = None,
@@ -114,7 +115,8 @@ class Decoder:
                              max_answer_len=self.cfg.max_answer_len, indices=np.asarray(indices), image_of=image_of,
                              query_of=query_of)
         loader = DataLoader(dataset, batch_sampler=runner.task_batches(dataset.tasks, batch_size),
-                            collate_fn=Collator(self.tokenizer))
+                            collate_fn=Collator(self.tokenizer), num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda")
         return runner.predict(self.model, loader, self.vocab, device=self.device, beam_size=beam_size,
                               cls_mask=cls_mask, progress=progress)
 

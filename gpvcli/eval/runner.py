@@ -42,18 +42,38 @@ def category_mask(vocab: Vocab) -> torch.Tensor:
     return allowed
 
 
-def model_inputs(batch: dict, device: torch.device, features: Callable | None = None) -> dict:
-    """The keyword arguments of GPV.forward/generate for a collated batch."""
-    kwargs = {"query_ids": batch["query_ids"].to(device), "query_mask": batch["query_mask"].to(device),
-              "task": batch["task"]}
-    if "images" in batch:
-        kwargs["images"] = batch["images"].to(device)
+def model_inputs(batch: dict, device: torch.device, features: Callable | None = None, *,
+                 encoder: torch.nn.Module | None = None, channels_last: bool = False) -> dict:
+    """The keyword arguments of GPV.forward/generate for a collated batch: images (uint8 pixels normalized on
+    the device), or visual outputs: decoded from the rows the batch carries (`Collator.features`), the
+    images of the samples the cache lacks run through the frozen `encoder`; or read by key from `features`."""
+    from gpvcli.data.images import device_images
+    from gpvcli.model.feature_cache import decode_rows, frozen_outputs
+
+    kwargs = {"query_ids": batch["query_ids"].to(device, non_blocking=True),
+              "query_mask": batch["query_mask"].to(device, non_blocking=True), "task": batch["task"]}
+    images = device_images(batch["images"], device, channels_last=channels_last) if "images" in batch else None
+    if "cached" in batch:
+        cached = batch["cached"].to(device)                                           # (B,)
+        parts = {}
+        if "visual" in batch:
+            parts[True] = decode_rows(batch["visual"], device)
+        if images is not None:
+            parts[False] = {k: v.float() for k, v in frozen_outputs(encoder, images).items()}
+        first = next(iter(parts.values()))
+        visual = {k: v.new_empty((len(cached), *v.shape[1:])) for k, v in first.items()}
+        for is_cached, values in parts.items():
+            for k, v in values.items():
+                visual[k][cached == is_cached] = v
+        kwargs["visual"] = visual
+    elif images is not None:
+        kwargs["images"] = images
     else:
         kwargs["visual"] = {k: v.to(device) for k, v in features(batch["feature_keys"]).items()}
     return kwargs
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model, loader: Iterable[dict], vocab: Vocab, *, device: torch.device, beam_size: int = 1,
             cls_mask: bool = False, features: Callable | None = None, progress=None) -> list[dict]:
     model.eval()

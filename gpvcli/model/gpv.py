@@ -190,6 +190,13 @@ class GPV(nn.Module):
         """Trainable parameters for the optimizer (see `gpvcli.model.param_groups`)."""
         return param_groups(self, self.visual)
 
+    def compile_parts(self, **options) -> None:
+        """torch.compile (with `options`), in place, of the parts whose inputs are tensors only (visual and text
+        encoders, co-attention, text heads): the routing by task (a list of strings, which a whole-model graph
+        would be specialized on, batch by batch) stays eager, and the weights keep their names."""
+        for part in (self.visual, self.text, self.coattention, *self.text_heads.values()):
+            part.compile(**options)
+
 
 class RegionPhraseModel(nn.Module):
     """GPV's modules before co-attention (the same objects as `gpv`'s), as the align stage trains them.

@@ -82,7 +82,8 @@ def model_info(cfg: ModelConfig, vocab_size: int, *, query_len: int = QUERY_LEN,
     """Parameters, FLOPs and activations of `cfg` with a `vocab_size`-word answer vocabulary.
 
     Returns {"parameters": parameter_counts, "flops": total, "flops_by_module": {module path: FLOPs},
-    "activations": total, "image_size": [H, W], "query_len", "answer_len", "vocab_size"}.
+    "activations": total, "image_size": [H, W], "query_len", "answer_len", "vocab_size",
+    "visual_outputs": {"queries", "state_dim", "roi_dim", "classes"} (what a feature cache stores per region)}.
     """
     activations = 0
 
@@ -107,6 +108,8 @@ def model_info(cfg: ModelConfig, vocab_size: int, *, query_len: int = QUERY_LEN,
     by_module = {name.removeprefix("GPV."): sum(ops.values())
                  for name, ops in counter.get_flop_counts().items()
                  if name.count(".") == 1 or name.startswith("GPV.text_heads.") and name.count(".") == 2}
+    visual = {"queries": cfg.visual.num_queries, "state_dim": model.visual.state_dim,
+              "roi_dim": model.visual.roi_dim, "classes": cfg.visual.num_classes}
     return {"parameters": counts, "flops": counter.get_total_flops(), "flops_by_module": by_module,
             "activations": activations, "image_size": [H, W], "query_len": query_len,
-            "answer_len": answer_len, "vocab_size": vocab_size}
+            "answer_len": answer_len, "vocab_size": vocab_size, "visual_outputs": visual}

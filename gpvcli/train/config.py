@@ -44,6 +44,11 @@ class TrainConfig:
     frozen_visual_epochs (int, 10): first epochs with the visual encoder frozen.
     cache_features (bool, True): while the visual encoder is frozen, read its outputs from a
         feature cache (computed once per run) instead of running it.
+    cache_form ("float16" | "int8", "float16"): how the cache stores region vectors: float16, or int8
+        with a float32 scale per vector (half the bytes; `gpvcli.model.feature_cache`).
+    cache_max_gb (float, 0): a bound on the cache's size in GB (1e9 bytes; 0 = none): whole images are
+        cached first, then classification crops, while they fit; the frozen encoder computes the
+        rest live in each batch.
     sampling ("uniform" | "task" | "balanced", "uniform"): mini-batch sampling (seed Sec. 2).
     task_weights (dict, {vqa: 1, cap: 0.05, cls: 1}): text-loss weight per task.
     box_weights (dict, {loss_ce: 1, loss_bbox: 5, loss_giou: 2}): box-loss weights.
@@ -52,7 +57,11 @@ class TrainConfig:
     include_pad (bool, False): count PAD positions in the text loss (GPV-1's quirk).
     precision ("fp32" | "bf16", "bf16"): autocast dtype (bf16 on GPU; optional on CPU).
     seed (int, 0): seeds model init, sampling and VQA target draws.
-    num_workers (int, 0): DataLoader worker processes.
+    num_workers (int, 0): DataLoader worker processes (they decode and resize the images, tokenize
+        and read the feature cache; batches go to a CUDA device through pinned memory).
+    prefetch (int, 4): batches each worker prepares ahead (with num_workers > 0).
+    compile (bool, False): run the model through torch.compile (the checkpoints stay the plain model's).
+    channels_last (bool, False): images in channels-last memory for the CNN.
     threads (int, 0): torch CPU threads (0 = torch's default).
     val_samples (int, 1000): size of the fixed validation subset scored each epoch.
     val_batch_size (int, 64): batch size of validation decoding.
@@ -76,6 +85,8 @@ class TrainConfig:
     detr_clip: float = 0.1
     frozen_visual_epochs: int = 10
     cache_features: bool = True
+    cache_form: Literal["float16", "int8"] = "float16"
+    cache_max_gb: float = 0.0
     sampling: Literal["uniform", "task", "balanced"] = "uniform"
     task_weights: dict = field(default_factory=lambda: dict(DEFAULT_TASK_WEIGHTS))
     box_weights: dict = field(default_factory=lambda: dict(DEFAULT_BOX_WEIGHTS))
@@ -87,6 +98,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "bf16"
     seed: int = 0
     num_workers: int = 0
+    prefetch: int = 4
+    compile: bool = False
+    channels_last: bool = False
     threads: int = 0
     val_samples: int = 1000
     val_batch_size: int = 64

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from gpvcli import boxes as box_ops
 from gpvcli import io
 from gpvcli.data import categories as cats
-from gpvcli.data.dataset import Collator, GPVDataset, feature_key
+from gpvcli.data.dataset import Collator, GPVDataset, feature_key, input_pixels
 from gpvcli.data.pretrain import CropDataset, DetectionDataset
 from gpvcli.data.prompts import LOCALIZATION_PROMPTS
 from gpvcli.data.store import SplitStore
@@ -36,7 +36,7 @@ from gpvcli.eval import runner
 from gpvcli.eval.metrics import localization_ap
 from gpvcli.model.checkpoint import WEIGHTS, save_model
 from gpvcli.model.crop_classifier import CropClassifier
-from gpvcli.model.feature_cache import FeatureCache, build_feature_cache, visual_fingerprint
+from gpvcli.model.feature_cache import FeatureCache, build_feature_cache, bytes_per_sample, visual_fingerprint
 from gpvcli.model.gpv import RegionPhraseModel, build_model
 from gpvcli.model.param_groups import param_groups
 from gpvcli.model.text import build_tokenizer
@@ -145,19 +145,22 @@ class GPVStage:
             self.features = ensure_feature_cache(self.visual, self.cfg, self.train_set, cache_dir / "train.h5",
                                                  dist, show_progress)
         self.train_set.use_features = use_cache
+        self.train_set.features = self.collate.features = self.features if use_cache else None
         self.train_set.set_epoch(epoch)
 
     def loss(self, model: nn.Module, batch: dict, num_boxes: float | None) -> dict:
-        outputs = model(**runner.model_inputs(batch, self.device, self.features.get if self.features else None),
-                        answer_inputs=batch["answer_inputs"].to(self.device))
-        batch = {**batch, "text_targets": batch["text_targets"].to(self.device)}
+        inputs = runner.model_inputs(batch, self.device, encoder=self.visual,
+                                     channels_last=self.cfg.train.channels_last)
+        outputs = model(**inputs, answer_inputs=batch["answer_inputs"].to(self.device, non_blocking=True))
+        batch = {**batch, "text_targets": batch["text_targets"].to(self.device, non_blocking=True)}
         return self.criterion(outputs, batch, num_boxes=num_boxes)
 
     def validate(self, show_progress: bool = False) -> dict:
         """Task metrics on the fixed validation subset, and the selection metric (their sum)."""
         batches = runner.task_batches(self.val_set.tasks, self.cfg.train.val_batch_size)
-        loader = DataLoader(self.val_set, batch_sampler=batches, collate_fn=self.collate,
-                            generator=loader_generator(self.cfg.train.seed, -1))
+        loader = DataLoader(self.val_set, batch_sampler=batches, collate_fn=Collator(self.tokenizer),
+                            generator=loader_generator(self.cfg.train.seed, -1),
+                            **loader_options(self.cfg.train, self.device))
         with progress_bar(show_progress) as progress:
             task = progress.add_task("validating", total=len(self.val_set), info="")
             preds = runner.predict(self.model, loader, self.vocab, device=self.device,
@@ -172,29 +175,71 @@ class GPVStage:
         self.model.load_state_dict(load_file(folder / WEIGHTS))
 
 
+def loader_options(t, device: torch.device) -> dict:
+    """DataLoader keywords of a `TrainConfig`'s workers: prefetching workers, and pinned host memory for the
+    non-blocking copies to a CUDA device. Workers live for one loader (an epoch): each epoch's dataset state
+    (its epoch, for the VQA target draws) reaches fresh workers."""
+    options = {"num_workers": t.num_workers, "pin_memory": device.type == "cuda"}
+    if t.num_workers:
+        options["prefetch_factor"] = t.prefetch
+    return options
+
+
+def cache_plan(dataset: GPVDataset, max_bytes: float, per_key: int) -> tuple[dict[str, int], int]:
+    """The keys to cache (key -> a sample index that shows it), whole images first, then crops, in sample
+    order, while they fit in `max_bytes` (0 = all); and how many keys are left to compute live."""
+    keys: dict[str, int] = {}
+    for i in dataset.indices.tolist():
+        keys.setdefault(feature_key(dataset.store, i), i)
+    ordered = sorted(keys, key=lambda k: not k.startswith("img:"))      # stable: sample order within each
+    fits = len(ordered) if not max_bytes else int(max_bytes // per_key)
+    return {k: keys[k] for k in ordered[:fits]}, max(0, len(ordered) - fits)
+
+
 def ensure_feature_cache(visual: VisualEncoder, cfg: RunConfig, dataset: GPVDataset, path: Path,
                          dist: distributed.Dist, show_progress: bool) -> FeatureCache:
-    """The feature cache of `dataset`'s images and crops for this visual encoder, built on rank 0 if needed
-    (absent, unreadable, or made by another encoder: a cache is derived data, rebuilt rather than refused)."""
+    """The feature cache of `dataset`'s images and crops for this visual encoder (in `train.cache_form`, within
+    `train.cache_max_gb`), built on rank 0 if needed (absent, unreadable, made by another encoder, in another
+    form or of other keys: a cache is derived data, rebuilt rather than refused). Its images are read by
+    DataLoader workers."""
+    t = cfg.train
+    v = cfg.model.visual
+    per_key = bytes_per_sample(queries=v.num_queries, state_dim=visual.state_dim, roi_dim=visual.roi_dim,
+                               classes=v.num_classes, form=t.cache_form)
+    keys, _ = cache_plan(dataset, t.cache_max_gb * 1e9, per_key)
+
     def usable() -> bool:
         try:
-            return FeatureCache(path, None).fingerprint == fingerprint
+            cache = FeatureCache(path, None)
         except GPVError:
             return False
+        return cache.fingerprint == fingerprint and cache.form == t.cache_form and set(cache.keys()) == set(keys)
 
     fingerprint = visual_fingerprint(visual, cfg.model.visual)
     if dist.main and not usable():
-        keys = {}
-        for i in dataset.indices.tolist():
-            keys.setdefault(feature_key(dataset.store, i), i)
-
-        def items():
-            for key, i in keys.items():
-                yield key, dataset.load_image(i)
-        build_feature_cache(visual, items(), path, fingerprint=fingerprint, show_progress=show_progress,
-                            total=len(keys), batch_size=cfg.train.val_batch_size)
+        if not keys:
+            raise GPVError(f"train.cache_max_gb={t.cache_max_gb} holds no cache entry ({per_key} bytes each)",
+                           hint="raise it, or set train.cache_features=false")
+        images = _KeyImages(dataset, list(keys.items()))
+        loader = DataLoader(images, batch_size=None, **loader_options(t, next(visual.parameters()).device))
+        build_feature_cache(visual, loader, path, fingerprint=fingerprint, show_progress=show_progress,
+                            total=len(keys), batch_size=t.val_batch_size, form=t.cache_form)
     distributed.barrier(dist)
     return FeatureCache(path, fingerprint)
+
+
+class _KeyImages(Dataset):
+    """(key, uint8 pixels) of each (key, sample index) pair: the images a feature cache is built from."""
+
+    def __init__(self, dataset: GPVDataset, keys: list[tuple[str, int]]):
+        self.dataset, self.keys = dataset, keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, k: int) -> tuple[str, torch.Tensor]:
+        key, i = self.keys[k]
+        return key, input_pixels(self.dataset.store, i, self.dataset.image_size)
 
 
 # ---- the visual encoder alone ---------------------------------------------------------------------

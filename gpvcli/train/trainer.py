@@ -28,13 +28,14 @@ from torch.utils.data import DataLoader
 from gpvcli import io, locks, runs
 from gpvcli.config import DEFAULT_PRESET, to_dict
 from gpvcli.default_data import prepared_data
+from gpvcli.device import use_fast_math
 from gpvcli.errors import GPVError, Interrupted, brief
 from gpvcli.progress import progress_bar
 from gpvcli.train import distributed
 from gpvcli.train.config import RunConfig, TrainConfig, load_run_config
 from gpvcli.train.losses import check_finite
 from gpvcli.train.sampling import make_batch_sampler
-from gpvcli.train.stages import STAGES, Stage, loader_generator
+from gpvcli.train.stages import STAGES, Stage, loader_generator, loader_options
 from gpvcli.viz.curves import tensorboard_log
 
 LR_OF_GROUP = {"backbone": "backbone_lr", "detr": "lr", "rest": "lr"}     # TrainConfig field of each group
@@ -73,6 +74,7 @@ def train(run_dir: str | Path, *, config: str = DEFAULT_PRESET, data_dir: str | 
         # named checkpoints are found (or downloaded) and checked before data is prepared
         check_named(cfg.model, kinds=("visual", "text") if t.stage in ("gpv", "align") else ("visual",))
         dist = distributed.setup(t.device)
+        use_fast_math(dist.device)
         try:
             data_dir = prepared_data(data_dir, prepare_missing=not dist.enabled, show_progress=show_progress)
             if t.threads:
@@ -113,10 +115,22 @@ def lr_lambda(total_steps: int, warmup: float):
     return f
 
 
-def build_optimizer(groups: dict[str, list[torch.nn.Parameter]], t: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the non-empty parameter groups, each named and at its learning rate."""
+def build_optimizer(groups: dict[str, list[torch.nn.Parameter]], t: TrainConfig,
+                    device: torch.device = torch.device("cpu")) -> torch.optim.AdamW:
+    """AdamW over the non-empty parameter groups, each named and at its learning rate; the fused
+    implementation (one kernel for all parameters) on CUDA."""
     return torch.optim.AdamW([{"params": p, "lr": getattr(t, LR_OF_GROUP[name]), "name": name}
-                              for name, p in groups.items() if p], lr=t.lr, weight_decay=t.weight_decay)
+                              for name, p in groups.items() if p], lr=t.lr, weight_decay=t.weight_decay,
+                             fused=True if device.type == "cuda" else None)
+
+
+def compile_model(model: torch.nn.Module) -> None:
+    """torch.compile `model` in place (its state-dict names unchanged): GPV by its tensor-only parts
+    (`GPV.compile_parts`), any other model whole."""
+    if hasattr(model, "compile_parts"):
+        model.compile_parts()
+    else:
+        model.compile()
 
 
 def rng_state() -> dict:
@@ -174,14 +188,16 @@ class Trainer:
         if t.max_steps:
             self.total_steps = min(self.total_steps, t.max_steps)
         stage.visual.set_trainable(True)              # every parameter that any phase trains
-        self.optimizer = build_optimizer(stage.param_groups(), t)
+        self.optimizer = build_optimizer(stage.param_groups(), t, dist.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(self.total_steps, t.warmup))
         self.detr_params = [p for p in stage.visual.parameters() if p.requires_grad]
+        if t.compile:
+            compile_model(stage.model)
         self.model = stage.model
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.model = DistributedDataParallel(stage.model, device_ids=[dist.local_rank]
+            self.model = DistributedDataParallel(self.model, device_ids=[dist.local_rank]
                                                  if dist.device.type == "cuda" else None,
                                                  find_unused_parameters=True)
         self.state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best": None}
@@ -250,7 +266,7 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         batches = list(self.sampler)[self.state["step_in_epoch"] * t.grad_accum:self.steps_per_epoch * t.grad_accum]
         return DataLoader(self.stage.train_set, batch_sampler=batches, collate_fn=self.stage.collate,
-                          num_workers=t.num_workers, generator=loader_generator(t.seed, epoch))
+                          generator=loader_generator(t.seed, epoch), **loader_options(t, self.dist.device))
 
     def backward(self, batch: dict, *, sync: bool) -> dict:
         """Loss terms of one micro-batch, its share of the gradient accumulated (DDP syncs when `sync`)."""

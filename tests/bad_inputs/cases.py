@@ -201,6 +201,8 @@ CASES = [
     Case("ablate-truncated-result", ("ablate", "--collect", "--out", "{input}"), 2,
          ("variant result", "is not valid JSON", "regenerate"), make="ablation_truncated_result"),
     Case("synth-no-images", ("synth", "world", "--train-images", "0"), 2, ("needs 1 to",)),
+    Case("synth-image-size-not-wxh", ("synth", "world", "--image-size", "640*480"), 2,
+         ("--image-size '640*480' is not WxH", "e.g. --image-size 640x480")),
     Case("synth-into-a-foreign-folder", ("synth", "{input}", "--train-images", "2", "--val-images", "1"), 2,
          ("exists and is not a synthetic world", "give an empty or new folder"), make="folder_with_a_file"),
 ]
