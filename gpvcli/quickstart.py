@@ -38,7 +38,7 @@ def _finished(run: Path) -> bool:
     return steps is not None and steps >= load_run_config(run / run_folder.CONFIG).train.max_steps
 
 
-def _train(run: Path, data: Path, overrides: list[str], show_progress: bool) -> None:
+def _train(run: Path, data: Path, overrides: list[str], show_progress: bool, rerun: str) -> None:
     from gpvcli.train.trainer import train
 
     if _finished(run):             # (which also restores a last/ interrupted mid-save)
@@ -48,8 +48,31 @@ def _train(run: Path, data: Path, overrides: list[str], show_progress: bool) -> 
         train(run, config=DEFAULT_PRESET, data_dir=data, overrides=[] if resume else overrides, resume=resume,
               show_progress=show_progress)
     except Interrupted as e:
-        e.hint = "rerun the same `gpv quickstart` to continue"
+        e.hint = f"rerun the same `{rerun}` to continue"
         raise
+
+
+def steps(base: int, budget: float) -> int:
+    return max(1, round(base * budget))
+
+
+def pretrain_encoders(runs: Path, data: Path, *, budget: float = 1.0, sets: list[str] | tuple[str, ...] = (),
+                      show_progress: bool = True, rerun: str = "gpv quickstart") -> Path:
+    """The stages before GPV (backbone warm-up, then alignment) into RUNS/classifier and RUNS/align, each
+    resumed or skipped when finished; `sets` (model.* overrides) follow the recipe. Returns the align
+    stage's last/ (what GPV starts from, see `gpv_overrides`)."""
+    classifier, align = runs / "classifier", runs / "align"
+    _train(classifier, data, [*RECIPE, *sets, "train.stage=classifier", "train.batch_size=64",
+                              f"train.max_steps={steps(CLASSIFIER_STEPS, budget)}"], show_progress, rerun)
+    _train(align, data, [*RECIPE, *sets, "train.stage=align",
+                         f"model.visual.pretrained={(classifier / run_folder.LAST).resolve()}",
+                         f"train.max_steps={steps(ALIGN_STEPS, budget)}"], show_progress, rerun)
+    return (align / run_folder.LAST).resolve()
+
+
+def gpv_overrides(start: Path) -> list[str]:
+    """The recipe of the GPV stage started from the checkpoint folder `start` (step count aside)."""
+    return [*RECIPE, FROZEN_VISUAL, f"train.init_from={Path(start).resolve()}"]
 
 
 def quickstart(*, runs: Path = Path("runs/quickstart"), budget: float = 1.0, show_progress: bool = True) -> dict:
@@ -58,19 +81,13 @@ def quickstart(*, runs: Path = Path("runs/quickstart"), budget: float = 1.0, sho
     from gpvcli.eval.evaluate import evaluate
 
     data = prepared_data(show_progress=show_progress)
-    classifier = runs / "classifier"
-    _train(classifier, data, [*RECIPE, "train.stage=classifier", "train.batch_size=64",
-                              f"train.max_steps={max(1, round(CLASSIFIER_STEPS * budget))}"], show_progress)
-    align = runs / "align"
-    _train(align, data, [*RECIPE, "train.stage=align",
-                         f"model.visual.pretrained={(classifier / run_folder.LAST).resolve()}",
-                         f"train.max_steps={max(1, round(ALIGN_STEPS * budget))}"], show_progress)
+    start = pretrain_encoders(runs, data, budget=budget, show_progress=show_progress)
     gpv = runs / "gpv"
-    _train(gpv, data, [*RECIPE, FROZEN_VISUAL, f"train.init_from={(align / run_folder.LAST).resolve()}",
-                       f"train.max_steps={max(1, round(GPV_STEPS * budget))}"], show_progress)
+    _train(gpv, data, [*gpv_overrides(start), f"train.max_steps={steps(GPV_STEPS, budget)}"], show_progress,
+           "gpv quickstart")
     result = evaluate(gpv, split="test", show_progress=show_progress)
     examples, picture = examples_on_one_image(gpv, data, runs / "example.jpg")
-    return {"data": str(data), "classifier": str(classifier), "align": str(align), "gpv": str(gpv),
+    return {"data": str(data), "classifier": str(runs / "classifier"), "align": str(runs / "align"), "gpv": str(gpv),
             "metrics": result, "examples": examples, "picture": str(picture)}
 
 

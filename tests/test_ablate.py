@@ -1,16 +1,22 @@
-"""`gpv ablate`: variant naming and dedup, resolved configs, resume, plan/collect, tables, findings, Fig. 1."""
+"""`gpv ablate`: variant naming and dedup, resolved configs, the shared pretraining, resume, plan/collect,
+tables, findings and their noise rules, Fig. 1."""
 
 import inspect
+import json
+import os
 import shlex
 import subprocess
 
+import numpy as np
 import pytest
+import scipy.stats
 import typer
 import yaml
 from conftest import FAST_TRAIN
 from typer.testing import CliRunner
 
-from gpvcli.ablate import findings, study, tables
+from gpvcli import quickstart
+from gpvcli.ablate import findings, pretrain, study, tables
 from gpvcli.ablate.variants import (
     ALL,
     RECIPES,
@@ -50,10 +56,21 @@ def fake_result(variant: Variant, values: dict[str, tuple[float, float]]) -> dic
 
 
 class FakeRuns:
-    """Stands in for train and evaluate: counts calls, writes what the ablation reads (config.yaml, last/)."""
+    """Stands in for the pretraining, train and evaluate: counts calls, writes what the ablation reads
+    (config.yaml, last/, the shared feature cache)."""
 
     def __init__(self):
-        self.trained, self.resumed = [], []
+        self.trained, self.resumed, self.pretrained, self.caches = [], [], [], []
+
+    def pretrain_encoders(self, runs, data, *, budget, sets, show_progress, rerun):
+        self.pretrained.append(runs)
+        (runs / "align" / "last").mkdir(parents=True)
+        return (runs / "align" / "last").resolve()
+
+    def build_cache(self, path, cfg, data, *, show_progress):
+        self.caches.append(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"features")
 
     def train(self, run_dir, *, config, data_dir, overrides, resume, show_progress):
         (self.resumed if resume else self.trained).append(run_dir.name)
@@ -73,6 +90,8 @@ def fake(monkeypatch):
     runs = FakeRuns()
     monkeypatch.setattr(study, "train", runs.train)
     monkeypatch.setattr(study, "evaluate", runs.evaluate)
+    monkeypatch.setattr(quickstart, "pretrain_encoders", runs.pretrain_encoders)
+    monkeypatch.setattr(pretrain, "build_cache", runs.build_cache)
     return runs
 
 
@@ -112,7 +131,7 @@ def test_variants_differ_only_in_what_their_study_changes():
 
 
 def test_default_step_budget(tiny_world, tmp_path):
-    assert default_steps("tiny", tiny_world["data"], []) == RECIPES["tiny"]["steps"] == 600
+    assert default_steps("tiny", tiny_world["data"], []) == RECIPES["tiny"]["steps"] == 1500
     preset = tmp_path / "small.yaml"       # a preset without a recipe: its full four-task schedule
     preset.write_text(yaml.safe_dump({"model": load_yaml("tiny")["model"], "train": {"epochs": 2, "batch_size": 50}}))
     n = sum(tiny_world["stats"]["rows"][t]["Train"] for t in ALL.tasks)
@@ -136,13 +155,47 @@ def test_finished_variants_are_never_redone_and_unfinished_ones_resume(tiny_worl
     (unfinished / "result.json").unlink()
     study.run_ablation(study="tasks", data_dir=data, out=out, budget=0.01, show_progress=False)
     assert fake.resumed == ["vqa_rel_modality_s0"] and len(fake.trained) == 8
-    with pytest.raises(GPVError, match="trained with other settings"):
+    # One shared pretraining and feature cache for all 8 variants, over three runs of the ablation.
+    assert fake.pretrained == [out / "pretrained"] and fake.caches == [out / "pretrained" / "features" / "train.h5"]
+    with pytest.raises(GPVError, match="pretrained with other settings \\(budget differ"):
         study.run_ablation(tasks="vqa", data_dir=data, out=out, budget=0.02, show_progress=False)
 
 
+def test_variants_start_from_the_shared_pretraining(tiny_world, tmp_path, fake):
+    out, data = tmp_path / "ablate", tiny_world["data"]
+    report = study.run_ablation(study="heads", data_dir=data, out=out, budget=0.01, show_progress=False)
+    start = out / "pretrained" / "align" / "last"
+    assert report["pretrained"]["start"] == str(start.resolve()) == report["settings"]["start"]
+    for name in ("vqa-cap-loc-cls_rel_task_s0", MULTI):
+        cfg = load_run_config(out / name / "config.yaml")
+        # the quickstart's GPV stage: its recipe, the visual encoder frozen, from the align run
+        assert cfg.train.init_from == str(start.resolve()) and cfg.model.phrase_grounding
+        assert cfg.train.frozen_visual_epochs >= cfg.train.max_steps
+        assert os.path.samefile(out / name / "features" / "train.h5", out / "pretrained" / "features" / "train.h5")
+    assert "Every variant starts from" in (out / "ablation.md").read_text()
+    # --from: an align run's encoders, no pretraining; a gpv run or a missing one is refused in one line.
+    align = tmp_path / "quick" / "align"
+    (align / "last").mkdir(parents=True)
+    (align / "last" / "model.safetensors").write_bytes(b"")
+    (align / "run.json").write_text(json.dumps({"stage": "align", "data_dir": str(data)}))
+    other = study.run_ablation(tasks="vqa", data_dir=data, out=tmp_path / "b", budget=0.01, source=align,
+                               show_progress=False)
+    assert other["pretrained"]["start"] == str((align / "last").resolve()) and len(fake.pretrained) == 1
+    assert f"init_from: {(align / 'last').resolve()}" in (tmp_path / "b" / "vqa_rel_modality_s0" / "config.yaml"
+                                                          ).read_text()
+    (align / "run.json").write_text(json.dumps({"stage": "gpv", "data_dir": str(data)}))
+    result = _cli("ablate", "--tasks", "vqa", "--data", str(data), "--out", str(tmp_path / "c"), "--from", str(align))
+    assert result.exit_code != 0 and "is a gpv run" in result.output
+    result = _cli("ablate", "--tasks", "vqa", "--data", str(data), "--out", str(tmp_path / "c"), "--from",
+                  str(tmp_path / "nowhere"))
+    assert result.exit_code != 0 and "no run or checkpoint" in result.output and "Traceback" not in result.output
+
+
 def _cli(*args):
+    from gpvcli.cli.app import one_line_errors
+
     app = typer.Typer()
-    app.command("ablate")(ablate_command)
+    app.command("ablate")(one_line_errors(ablate_command, "--out"))
     app.callback()(lambda: None)
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
@@ -153,14 +206,20 @@ def test_plan_lists_one_command_per_variant_and_collect_merges_finished(tiny_wor
                   "--budget", "0.01", "--set", "model.dropout=0.2", "--launcher", "torchrun --nproc_per_node=8")
     assert result.exit_code == 0, result.output
     commands = (out / "plan.txt").read_text().splitlines()
-    assert len(commands) == 10 and all(c in result.output for c in commands)
-    assert all(c.startswith("torchrun --nproc_per_node=8 -m gpvcli ablate --variant ") for c in commands)
+    assert len(commands) == 11 and all(c in result.output for c in commands)
+    # the pretraining first (a job array depends on it), then the 10 variants
+    assert commands[0].startswith("torchrun --nproc_per_node=8 -m gpvcli ablate --pretrain ")
+    assert all(c.startswith("torchrun --nproc_per_node=8 -m gpvcli ablate --variant ") for c in commands[1:])
     assert subprocess.run(["bash", "-n", str(out / "plan.sh")], check=False).returncode == 0
+    first = shlex.split(commands[0])
+    result = _cli(*first[first.index("ablate"):])
+    assert result.exit_code == 0, result.output
+    assert len(fake.pretrained) == 1 and fake.trained == [] and "variants start from" in result.output
     args = shlex.split(next(c for c in commands if f"--variant {MULTI} " in c))
     assert args[args.index("--set") + 1] == "model.dropout=0.2"
     result = _cli(*args[args.index("ablate"):])          # one job of the plan
     assert result.exit_code == 0, result.output
-    assert fake.trained == [MULTI] and not (out / "ablation.md").exists()
+    assert fake.trained == [MULTI] and not (out / "ablation.md").exists() and len(fake.pretrained) == 1
 
     result = _cli("ablate", "--collect", "--study", "all", "--out", str(out))
     assert result.exit_code == 0, result.output
@@ -191,7 +250,7 @@ def test_best_and_second_best_marks():
     assert "[bold green]50.0[/]" in rich_rows[4] and rich_rows[0][0] == "\\[a] GPV-I-VQA"
 
 
-def test_findings_agree_disagree_pending_and_noise():
+def test_findings_agree_disagree_pending_without_sample_scores():
     results = {}
     for v, values in ((Variant(("vqa",)), {"vqa": (0.5, 0.2)}), (ALL, {t: (0.5, 0.3) for t in ALL.tasks}),
                       (Variant(("loc", "cls")), {"loc": (0.5, 0.1), "cls": (0.5, 0.1)}),
@@ -200,6 +259,7 @@ def test_findings_agree_disagree_pending_and_noise():
     checked = {f["claim"]: f for f in findings.check_claims(results, ("tasks",))}
     vqa = checked["multitask improves VQA unseen over VQA alone"]
     assert vqa["verdict"] == "agrees" and vqa["paper"] == "41.9 vs 47.7 (<)" and vqa["ours"] == "20.0 vs 30.0 (<)"
+    assert vqa["rule"] == "none" and vqa["difference"] == "+10.0"        # one seed, no per-sample scores
     assert checked["Cls+Loc gets zero unseen classification"]["verdict"] == "disagrees"
     assert checked["Cls alone gets zero unseen classification"]["verdict"] == "agrees"
     assert checked["multitask gets non-zero unseen classification"]["verdict"] == "agrees"
@@ -210,12 +270,70 @@ def test_findings_agree_disagree_pending_and_noise():
     results[no_rel.name] = fake_result(no_rel, {t: (0.4, 0.2) for t in ALL.tasks})
     relevance = findings.check_claims(results, ("relevance",))
     assert len(relevance) == 4 and {f["verdict"] for f in relevance} == {"disagrees"}
-    # Two seeds whose spread exceeds the difference: the sign is not trusted.
-    multi_1 = ALL.with_seed(1)
-    results[multi_1.name] = fake_result(multi_1, {t: (0.5, 0.05) for t in ALL.tasks})
-    vqa = {f["claim"]: f for f in findings.check_claims(results, ("tasks",))}[
-        "multitask improves VQA unseen over VQA alone"]
-    assert vqa["verdict"] == "disagrees (within noise)" and vqa["ours"] == "20.0 vs 17.5 (>)"
+
+
+def test_findings_with_seeds_count_beyond_two_standard_errors():
+    alone, claim = Variant(("vqa",)), "multitask improves VQA unseen over VQA alone"
+
+    def verdict(alone_unseen, multi_unseen):
+        results = {}
+        for v, values in ((alone, alone_unseen), (ALL, multi_unseen)):
+            for seed, u in enumerate(values):
+                r = fake_result(v.with_seed(seed), {t: (0.5, u) for t in v.tasks})
+                results[r["variant"]] = r
+        return {f["claim"]: f for f in findings.check_claims(results, ("tasks",))}[claim]
+
+    # VQA alone 20, 20; multitask 30, 5 (mean 17.5, std 25/sqrt(2)): s.e. of the difference
+    # sqrt(0/2 + 312.5/2) = 12.5, so -2.5 is within 2 s.e. = 25.
+    f = verdict([0.2, 0.2], [0.3, 0.05])
+    assert f["verdict"] == "within noise" and f["rule"] == "seeds" and f["difference"] == "-2.5 ± 25.0"
+    # multitask 30, 32 (std sqrt(2)): s.e. 1, so +11 counts (2 s.e. = 2).
+    f = verdict([0.2, 0.2], [0.3, 0.32])
+    assert f["verdict"] == "agrees" and f["difference"] == "+11.0 ± 2.0"
+    f = verdict([0.2, 0.2], [0.1, 0.12])
+    assert f["verdict"] == "disagrees" and f["difference"] == "-9.0 ± 2.0"
+    assert findings.rules_used([f]) == [findings.RULES["seeds"]]
+
+
+def test_findings_with_one_seed_use_a_paired_bootstrap_over_test_samples():
+    rng = np.random.default_rng(7)
+    n = 400
+    base = rng.uniform(0, 1, n)
+
+    def check(shift, claim="multitask improves VQA unseen over VQA alone", cls=None):
+        """VQA alone scores `base` on n unseen samples, multitask base + shift; the seen samples (whose
+        difference is large and opposite) and a sample only one variant scored must not count."""
+        alone_scores = {f"u{k}": (float(b), True) for k, b in enumerate(base)} | {f"s{k}": (1.0, False) for k in range(50)}
+        multi = {f"u{k}": (float(b + d), True) for k, (b, d) in enumerate(zip(base, shift))}
+        multi |= {f"s{k}": (0.0, False) for k in range(50)} | {"extra": (100.0, True)}
+        scores = {"vqa_rel_modality_s0": alone_scores, MULTI: multi,
+                  "cls_rel_modality_s0": {f"u{k}": (float(c), True) for k, c in enumerate(cls or [0] * n)}}
+        results = {}
+        for v, sample in ((Variant(("vqa",)), alone_scores), (ALL, multi), (Variant(("cls",)), None)):
+            unseen = float(np.mean([x for x, u in scores[v.name].values() if u and x < 100])) if sample else None
+            results[v.name] = fake_result(v, {t: (0.5, unseen if unseen is not None else 0.0) for t in v.tasks})
+            if v.tasks == ("cls",):
+                results[v.name]["metrics"]["cls"]["unseen"] = float(np.mean(cls or [0]))
+        checked = findings.check_claims(results, ("tasks",), lambda name, task: scores.get(name))
+        return {f["claim"]: f for f in checked}[claim]
+
+    for mean, expected in ((0.005, "within noise"), (0.08, "agrees"), (-0.08, "disagrees")):
+        shift = rng.normal(mean, 0.3, n)
+        f = check(shift)
+        low, high = scipy.stats.bootstrap((shift,), np.mean, n_resamples=2000, method="percentile",
+                                          random_state=1).confidence_interval
+        assert (low > 0 or high < 0) == (expected != "within noise")        # the oracle agrees on the case
+        assert f["verdict"] == expected and f["rule"] == "bootstrap"
+        numbers = [float(x) for x in f["difference"].replace("[", " ").replace("]", " ").replace(",", " ").split()[:3]]
+        assert numbers[0] == pytest.approx(100 * shift.mean(), abs=0.05)
+        assert numbers[1] == pytest.approx(100 * low, abs=0.4) and numbers[2] == pytest.approx(100 * high, abs=0.4)
+        assert f["difference"].endswith(f"(n={n})")
+    # A claim of zero: all zeros agree, 1 correct in 400 is within noise, 40 in 400 disagrees.
+    zero = "Cls alone gets zero unseen classification"
+    assert check(np.zeros(n), zero)["verdict"] == "agrees"
+    assert check(np.zeros(n), zero, cls=[1] + [0] * (n - 1))["verdict"] == "within noise"
+    assert check(np.zeros(n), zero, cls=[1] * 40 + [0] * (n - 40))["verdict"] == "disagrees"
+    assert findings.bootstrap_interval(np.full(10, 0.25)) == (0.25, 0.25)
 
 
 def test_figure1_gains_and_heatmap(tmp_path):
@@ -244,17 +362,30 @@ def test_seeds_give_mean_and_std(tiny_world, tmp_path, fake):
 
 
 def test_real_variant_trains_evaluates_and_is_reused(tiny_world, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
     out = tmp_path / "ablate"
-    kwargs = {"tasks": "vqa,loc", "data_dir": tiny_world["data"], "out": out, "budget": 0.01, "eval_samples": 6,
-              "sets": FAST_TRAIN, "show_progress": False}
+    sets = [s for s in FAST_TRAIN if not s.startswith("train.frozen_visual_epochs")]    # frozen, features cached
+    kwargs = {"tasks": "vqa,loc", "data_dir": tiny_world["data"], "out": out, "budget": 0.004, "eval_samples": 6,
+              "sets": sets, "show_progress": False}
     report = study.run_ablation(**kwargs)
     folder = out / "vqa-loc_rel_modality_s0"
     result = report["results"][folder.name]
-    assert result["steps"] == round(0.01 * RECIPES["tiny"]["steps"]) and set(result["metrics"]) == {"vqa", "loc"}
+    assert result["steps"] == round(0.004 * RECIPES["tiny"]["steps"]) and set(result["metrics"]) == {"vqa", "loc"}
     assert result["eval"]["subset"]["vqa"]["n"] == 6 and (folder / "eval" / "loc" / "metrics.json").is_file()
-    assert result["parameters"] > 0
+    assert result["parameters"] > 0 and "grounding" in result["metrics"]["loc"]
+    # started from the shared align run, whose visual encoder it kept frozen, reading the shared cache
+    align = out / "pretrained" / "align" / "last"
+    assert load_run_config(folder / "config.yaml").train.init_from == str(align.resolve())
+    assert (out / "pretrained" / "classifier" / "last").is_dir()
+    start, trained = load_file(align / "model.safetensors"), load_file(folder / "last" / "model.safetensors")
+    visual = [k for k in start if k.startswith("visual.")]
+    assert visual and all(start[k].equal(trained[k]) for k in visual)
+    assert not all(start[k].equal(trained[k]) for k in start if k.startswith("coattention."))
+    assert os.path.samefile(folder / "features" / "train.h5", out / "pretrained" / "features" / "train.h5")
     row = next(r for r in report["tables"]["tasks"]["rows"] if r["variant"] == folder.name)
     assert row["label"] == "[i] GPV-I-VQA+Loc" and row["status"] == "done"
     assert {"ablation.json", "ablation.md", "figure1.png"} <= {p.name for p in out.iterdir()}
     monkeypatch.setattr(study, "train", lambda *a, **k: pytest.fail("a finished variant was trained again"))
+    monkeypatch.setattr(quickstart, "pretrain_encoders", lambda *a, **k: pytest.fail("pretrained again"))
     assert study.run_ablation(**kwargs)["results"][folder.name] == result

@@ -29,6 +29,17 @@ def test_gpv1_has_the_papers_parameter_count():
     assert _total(per_task) == pytest.approx(311e6, rel=0.02)
 
 
+def test_phrase_grounding_score_counts_as_relevance():
+    """The quickstart recipe's region-phrase score (model.phrase_grounding) is part of the relevance
+    component: everything it adds lands there, and every parameter lands in one component."""
+    plain = count_parameters(load_model_config("tiny"), vocab_size=50)
+    grounded = count_parameters(load_model_config("tiny", ["model.phrase_grounding=true"]), vocab_size=50)
+    added = _total(grounded) - _total(plain)
+    assert added > 0 and sum(grounded["relevance"].values()) - sum(plain["relevance"].values()) == added
+    assert all(grounded[c] == plain[c] for c in COMPONENTS if c != "relevance")
+    assert sum(sum(grounded[c].values()) for c in COMPONENTS) == _total(grounded)
+
+
 def test_model_info_counts_flops_and_activations():
     info = model_info(load_model_config("tiny"), vocab_size=50, query_len=8, answer_len=3)
     assert info["image_size"] == [96, 128]

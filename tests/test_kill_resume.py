@@ -35,7 +35,7 @@ ATTEMPTS = 3            # a kill that comes after the command finished is tried 
 TEMPORARY = re.compile(r"^\..+(\.[A-Za-z0-9-]*-\d+\.[a-z0-9_]{8}(\.tmp)?|\.old)$")     # see gpvcli.io
 TRAIN = FAST_TRAIN + ["train.max_steps=6", "train.save_every=2", "model.dropout=0.2"]
 # 6 steps of the tiny recipe with checkpoints at steps 2, 4 and 6
-ABLATE = {"tasks": "vqa", "budget": 0.01, "eval_samples": 6, "sets": FAST_TRAIN + ["train.save_every=2"],
+ABLATE = {"tasks": "vqa", "budget": 0.004, "eval_samples": 6, "sets": FAST_TRAIN + ["train.save_every=2"],
           "show_progress": False}
 VARIANT = "vqa_rel_modality_s0"
 

@@ -1,19 +1,24 @@
-"""Run, plan and collect an ablation: train each variant once, evaluate it, and build the tables.
+"""Run, plan and collect an ablation: pretrain once, train each variant from there, evaluate it, build the tables.
 
 The ablation folder (OUT, default runs/ablate/):
-    settings.json           the settings of the latest `gpv ablate` (config, data, budget, steps, overrides)
+    settings.json           the settings of the latest `gpv ablate` (config, data, start, budget, steps, overrides)
+    pretrained/             the variants' shared starting point (`gpvcli.ablate.pretrain`): the tiny recipe's
+                            pre-GPV stages and the shared visual feature cache
     NAME/                   one variant (name: gpvcli.ablate.variants.Variant.name), a `gpv train` run folder
-                            (config.yaml, metrics.jsonl, last/, best/) plus
-      eval/TASK/            `gpv evaluate` outputs on the fixed test subset of each trained task
+                            (config.yaml, metrics.jsonl, last/, best/) started from pretrained/ (or --from), plus
+      eval/TASK/            `gpv evaluate` outputs on the test split (by default all of it) of each trained task,
+                            with the grounding checks; predictions.jsonl holds the per-sample scores that the
+                            findings' bootstrap resamples
       result.json           written last, so it marks a finished variant: metrics per task, steps, seconds,
                             parameter count, the test subset
     ablation.json, ablation.md, figure1.png   tables, Fig. 1 and the paper's findings checked on this run
-    plan.sh, plan.txt       `--plan`: one self-contained command per variant
+    plan.sh, plan.txt       `--plan`: the pretraining command, then one self-contained command per variant
 
-A finished variant (result.json) is never redone; an unfinished one continues from its last/ checkpoint.
-A variant whose folder was trained with another config (other --budget or --set) is refused.
-One process writes OUT at a time (`gpvcli.locks`; a plan's `--variant` jobs lock only their variant's
-folder, as `gpv train` does, so that they can run side by side).
+A finished variant (result.json) is never redone; an unfinished one continues from its last/ checkpoint;
+the pretraining likewise (done.json).
+A variant whose folder was trained with another config (other --budget, --set or --from) is refused.
+One process writes OUT at a time (`gpvcli.locks`; a plan's jobs lock only their own folder, pretrained/ or
+the variant's, as `gpv train` does, so that the variants can run side by side).
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from gpvcli import io, locks, runs
-from gpvcli.ablate import findings, tables
+from gpvcli.ablate import findings, pretrain, tables
 from gpvcli.ablate.variants import (
+    ALL,
     STUDY_NAMES,
     Variant,
     common_overrides,
@@ -49,17 +55,31 @@ from gpvcli.train.trainer import train
 RESULT_FILE = "result.json"
 DEFAULT_OUT = Path("runs/ablate")
 # Test samples scored per task (the first ones of each task in the prepared test split: the same fixed
-# subset for every variant); 0 scores the whole split.
-EVAL_SAMPLES = 300
+# subset for every variant); 0, the default, scores the whole split.
+EVAL_SAMPLES = 0
 
 
-def study_settings(*, config: str, data_dir: Path, budget: float, sets: list[str], eval_samples: int) -> dict:
-    """What every variant shares: the config, data, step budget, overrides and test subset."""
+def study_settings(*, config: str, data_dir: Path, out: Path, budget: float, sets: list[str], eval_samples: int,
+                   source: str | Path | None = None) -> dict:
+    """What every variant shares: the config, data, start (`gpvcli.ablate.pretrain`), step budget,
+    overrides and test subset."""
     if eval_samples < 0:
         raise GPVError(f"--eval-samples {eval_samples}: need 0 (all) or more")
     steps = steps_for(budget, default_steps(config, data_dir, sets))
+    start = pretrain.start_of(out, config=config, source=source)
     return {"config": config, "data_dir": str(data_dir), "budget": budget, "steps": steps, "sets": list(sets),
-            "overrides": common_overrides(config, steps=steps, sets=list(sets)), "eval_samples": eval_samples}
+            "from": None if source is None else str(Path(source).resolve()),
+            "start": None if start is None else str(start),
+            "overrides": common_overrides(config, steps=steps, sets=list(sets), start=start),
+            "eval_samples": eval_samples}
+
+
+def ensure_start(out: Path, settings: dict, *, show_progress: bool = True,
+                 log: Callable[[str], None] = lambda message: None) -> dict | None:
+    """The shared pretraining and feature cache of OUT (run, resumed or reused; see `pretrain.ensure`)."""
+    return pretrain.ensure(out, settings, variant_config=resolve(ALL, config=settings["config"],
+                                                                 common=settings["overrides"]),
+                           show_progress=show_progress, log=log)
 
 
 def _check_config(folder: Path, variant: Variant, settings: dict) -> None:
@@ -99,8 +119,10 @@ def _run_variant(variant: Variant, folder: Path, *, settings: dict, show_progres
     resume = runs.restore_checkpoints(folder).is_dir()
     if resume:
         _check_config(folder, variant, settings)
-    elif folder.exists() and launched_rank() == 0:
-        shutil.rmtree(folder)            # started, but killed before its first checkpoint
+    elif launched_rank() == 0:
+        if folder.exists():
+            shutil.rmtree(folder)        # started, but killed before its first checkpoint
+        pretrain.link_cache(folder.parent, folder)
     data_dir = Path(settings["data_dir"])
     start = time.perf_counter()
     try:
@@ -160,68 +182,81 @@ def select_variants(*, study: str, tasks: str | None, variant: str | None, seeds
 def run_ablation(*, study: str = "tasks", tasks: str | None = None, variant: str | None = None,
                  config: str = DEFAULT_PRESET, data_dir: str | Path | None = None, out: str | Path = DEFAULT_OUT,
                  budget: float = 1.0, seeds: int = 1, sets: list[str] | tuple[str, ...] = (),
-                 eval_samples: int = EVAL_SAMPLES, show_progress: bool = True,
-                 log: Callable[[str], None] = lambda message: None) -> dict:
-    """Run the variants of `study` (or the Table 1 row `tasks`, or the one `variant`) that are not finished,
-    then collect the tables. With `variant` (a job of a plan) nothing is collected; returns
-    {"results": {name: result}} then, else `collect`'s report plus "results"."""
+                 eval_samples: int = EVAL_SAMPLES, source: str | Path | None = None, pretrain_only: bool = False,
+                 show_progress: bool = True, log: Callable[[str], None] = lambda message: None) -> dict:
+    """Run the shared pretraining (once; reused while its settings match) or take `source`'s encoders, then
+    the variants of `study` (or the Table 1 row `tasks`, or the one `variant`) that are not finished, then
+    collect the tables. With `pretrain_only` (a plan's first job) only the pretraining runs: returns
+    {"pretrained": done.json}; with `variant` (a later job) nothing is collected: returns
+    {"pretrained", "results": {name: result}}; else `collect`'s report plus those two."""
     from gpvcli.model.config import load_model_config
     from gpvcli.model.pretrained import check_named
 
     out = Path(out)
     studies, variants = select_variants(study=study, tasks=tasks, variant=variant, seeds=seeds)
     check_named(load_model_config(config, list(sets)))  # named checkpoints before data is prepared
-    whole = variant is None and launched_rank() == 0          # this process writes OUT itself
+    whole = variant is None and not pretrain_only and launched_rank() == 0     # this process writes OUT itself
     with locks.writing(out, option="--out") if whole else nullcontext():
         settings = study_settings(config=config, data_dir=prepared_data(data_dir, show_progress=show_progress),
-                                  budget=budget, sets=list(sets), eval_samples=eval_samples)
+                                  out=out, budget=budget, sets=list(sets), eval_samples=eval_samples, source=source)
         if whole:
             io.write_json(out / "settings.json", settings)
+        pretrained = ensure_start(out, settings, show_progress=show_progress, log=log)
+        if pretrain_only:
+            return {"pretrained": pretrained}
         results = {}
         for k, v in enumerate(variants, 1):
             done = (out / v.name / RESULT_FILE).is_file()
             log(f"variant {k}/{len(variants)}: {v.name}" + (" (finished before)" if done else ""))
             results[v.name] = run_variant(v, out=out, settings=settings, show_progress=show_progress)
         if not whole:
-            return {"results": results}
-        return {**write_report(out, studies=studies, seeds=seeds), "results": results}
+            return {"pretrained": pretrained, "results": results}
+        return {**write_report(out, studies=studies, seeds=seeds), "pretrained": pretrained, "results": results}
 
 
-def variant_command(variant: Variant, settings: dict, *, out: Path, launcher: str | None = None) -> str:
-    """The shell command that runs one variant (writing only OUT/NAME)."""
+def job_command(job: list[str], settings: dict, *, out: Path, launcher: str | None = None) -> str:
+    """The shell command of one job of a plan: `job` is ["--pretrain"] (writes only OUT/pretrained) or
+    ["--variant", NAME] (writes only OUT/NAME, after the pretraining)."""
     config = settings["config"]
     if Path(config).suffix in (".yaml", ".yml"):
         config = str(Path(config).resolve())
     prefix = [*shlex.split(launcher), "-m", "gpvcli"] if launcher else ["gpv"]
-    args = ["ablate", "--variant", variant.name, "--config", config, "--data", settings["data_dir"],
+    args = ["ablate", *job, "--config", config, "--data", settings["data_dir"],
             "--out", str(out.resolve()), "--budget", f"{settings['budget']:g}",
             "--eval-samples", str(settings["eval_samples"]),
+            *(["--from", settings["from"]] if settings["from"] else []),
             *(a for s in settings["sets"] for a in ("--set", s))]
     return shlex.join([*prefix, *args])
 
 
 def plan(*, study: str = "tasks", tasks: str | None = None, config: str = DEFAULT_PRESET,
          data_dir: str | Path | None = None, out: str | Path = DEFAULT_OUT, budget: float = 1.0, seeds: int = 1,
-         sets: list[str] | tuple[str, ...] = (), eval_samples: int = EVAL_SAMPLES,
+         sets: list[str] | tuple[str, ...] = (), eval_samples: int = EVAL_SAMPLES, source: str | Path | None = None,
          launcher: str | None = None) -> dict:
-    """One command per unfinished-or-not variant, saved as OUT/plan.txt (one per line) and OUT/plan.sh
-    (`bash plan.sh` runs them in turn; `bash plan.sh I` runs the I-th, e.g. I=$SLURM_ARRAY_TASK_ID).
-    Returns {"commands", "variants", "collect", "script", "text"}."""
+    """The pretraining command, then one command per variant, saved as OUT/plan.txt (one per line) and
+    OUT/plan.sh (`bash plan.sh` runs them in turn; `bash plan.sh 0` the pretraining, `bash plan.sh I` the
+    I-th variant, e.g. I=$SLURM_ARRAY_TASK_ID in an array that depends on the pretraining job).
+    Returns {"commands", "pretrain", "variants", "collect", "script", "text"}."""
     out = Path(out)
     studies, variants = select_variants(study=study, tasks=tasks, variant=None, seeds=seeds)
-    settings = study_settings(config=config, data_dir=prepared_data(data_dir), budget=budget, sets=list(sets),
-                              eval_samples=eval_samples)
+    settings = study_settings(config=config, data_dir=prepared_data(data_dir), out=out, budget=budget,
+                              sets=list(sets), eval_samples=eval_samples, source=source)
     with locks.writing(out, option="--out"):
-        commands = [variant_command(v, settings, out=out, launcher=launcher) for v in variants]
+        first = job_command(["--pretrain"], settings, out=out, launcher=launcher)
+        commands = [first, *(job_command(["--variant", v.name], settings, out=out, launcher=launcher)
+                             for v in variants)]
         collect_cmd = shlex.join(["gpv", "ablate", "--collect", "--out", str(out.resolve()), "--study",
                                   "all" if studies == STUDY_NAMES else studies[0], "--seeds", str(seeds)])
         io.write_json(out / "settings.json", settings)
         text = io.write_text(out / "plan.txt", "\n".join(commands) + "\n")
+        n = len(variants)
         script = io.write_text(out / "plan.sh", "\n".join([
             "#!/usr/bin/env bash",
-            f"# gpv ablate plan: {len(commands)} variants, each writing only its own folder under {out.resolve()}.",
-            "# All in turn: bash plan.sh    One (a job-array task): bash plan.sh $SLURM_ARRAY_TASK_ID",
-            f"# e.g. sbatch --array=0-{len(commands) - 1} --wrap 'bash plan.sh $SLURM_ARRAY_TASK_ID'",
+            (f"# gpv ablate plan: the shared pretraining (0), then {n} variants (1-{n}), each writing only its own "
+            f"folder under {out.resolve()}."),
+            "# All in turn: bash plan.sh    One job: bash plan.sh I (0 first: every variant starts from it)",
+            (f"# e.g. jid=$(sbatch --parsable --wrap 'bash plan.sh 0'); sbatch --dependency=afterok:$jid "
+            f"--array=1-{n} --wrap 'bash plan.sh $SLURM_ARRAY_TASK_ID'"),
             f"# Then: {collect_cmd}",
             "set -euo pipefail",
             "commands=(",
@@ -229,13 +264,31 @@ def plan(*, study: str = "tasks", tasks: str | None = None, config: str = DEFAUL
             ")",
             'if [ $# -ge 1 ]; then eval "${commands[$1]}"; else for c in "${commands[@]}"; do eval "$c"; done; fi',
             ""]))
-        return {"commands": commands, "variants": [v.name for v in variants], "collect": collect_cmd,
-                "script": str(script), "text": str(text)}
+        return {"commands": commands, "pretrain": first, "variants": [v.name for v in variants],
+                "collect": collect_cmd, "script": str(script), "text": str(text)}
 
 
 def load_results(out: Path) -> dict[str, dict]:
     """result.json of every finished variant in OUT, by name."""
     return {p.parent.name: io.read_json(p, "variant result") for p in sorted(Path(out).glob(f"*/{RESULT_FILE}"))}
+
+
+def sample_scores(out: Path) -> findings.SampleScores:
+    """Per-sample scores of OUT's finished variants, read from their eval/TASK/predictions.jsonl."""
+    import json
+
+    from gpvcli.eval.evaluate import PREDICTIONS
+
+    cache: dict[tuple[str, str], dict | None] = {}
+
+    def read(name: str, task: str) -> dict[str, tuple[float, bool]] | None:
+        if (name, task) not in cache:
+            path = Path(out) / name / "eval" / task / PREDICTIONS
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+            cache[name, task] = {r["sample_id"]: (r["score"], r["unseen"]) for r in rows
+                                 if r["task"] == task and r["score"] is not None} or None
+        return cache[name, task]
+    return read
 
 
 def collect(out: str | Path = DEFAULT_OUT, *, studies: tuple[str, ...] = STUDY_NAMES, seeds: int = 1) -> dict:
@@ -261,8 +314,11 @@ def write_report(out: Path, *, studies: tuple[str, ...], seeds: int) -> dict:
               "test_subset": subset,
               "tables": {s: tables.build_table(s, results, seeds) for s in studies},
               "figure1": findings.figure1_gains(results) if "tasks" in studies else None,
-              "findings": findings.check_claims(results, studies),
+              "pretrained": io.read_json(out / pretrain.FOLDER / pretrain.DONE, "pretraining record")
+              if (out / pretrain.FOLDER / pretrain.DONE).is_file() else None,
+              "findings": findings.check_claims(results, studies, sample_scores(out)),
               "pending": [v.name for v in expected if v.name not in results]}
+    report["noise_rules"] = findings.rules_used(report["findings"])
     files = [io.write_json(out / "ablation.json", report), io.write_text(out / "ablation.md", markdown(report))]
     if report["figure1"] is not None:
         files.append(findings.save_heatmap(report["figure1"], out / "figure1.png"))
@@ -277,6 +333,13 @@ def markdown(report: dict) -> str:
     if s:
         lines += [(f"Config `{s['config']}`, {s['steps']} optimizer steps per variant (budget {s['budget']:g}), "
                    f"data `{s['data_dir']}`; overrides: `{' '.join(s['overrides'])}`."), ""]
+        start = s.get("start")
+        lines += [f"Every variant starts from `{start}`"
+                  + (" (`--from`)." if s.get("from") else " (the shared pretraining).") if start else
+                  "Every variant starts from the preset's own pretrained weights.", ""]
+    if report.get("pretrained") and report["pretrained"]["seconds"]:
+        lines += ["Shared pretraining: " + ", ".join(f"{k.replace('_', ' ')} {v / 60:.1f} min"
+                                                     for k, v in report["pretrained"]["seconds"].items()) + ".", ""]
     if report["test_subset"]:
         lines += ["Test subset per task: " + ", ".join(f"{t} {v['n']} ({v['n_unseen']} unseen)"
                                                        for t, v in report["test_subset"].items()) + ".", ""]
@@ -290,9 +353,11 @@ def markdown(report: dict) -> str:
         lines += ["## Fig. 1. Relative gain (%) of multitask over single-task training", "",
                   "![Fig. 1](figure1.png)", "", tables.markdown_table(header, rows, first="Task"), ""]
     if report["findings"]:
-        rows = [[f["claim"], f["paper"], f["ours"], f["verdict"]] for f in report["findings"]]
+        rows = [[f["claim"], f["paper"], f["ours"], f["difference"], f["verdict"]] for f in report["findings"]]
         lines += ["## The paper's findings on this run", "",
-                  tables.markdown_table(["Paper", "This run", "Verdict"], rows, first="Claim"), ""]
+                  "A difference counts only beyond its noise; rule used: " + "; ".join(report["noise_rules"]) + ".",
+                  "", tables.markdown_table(["Paper", "This run", "Difference (noise)", "Verdict"], rows,
+                                            first="Claim"), ""]
     if report["pending"]:
         lines += ["Pending variants: " + ", ".join(report["pending"]), ""]
     return "\n".join(lines)

@@ -33,6 +33,7 @@ from gpvcli.eval import grounding, runner
 from gpvcli.progress import progress_bar
 
 TOP_BOXES = 10
+PREDICTIONS = "predictions.jsonl"
 
 
 def file_hash(path: Path) -> str:
@@ -164,7 +165,7 @@ def write_outputs(out: Path, store: SplitStore, preds: list[dict], scores: dict[
             detections.extend({"image_id": s["image_id"], "category_id": s["category_id"],
                                "bbox": [round(float(v), 2) for v in b], "score": round(float(r), 5)}
                               for b, r in zip(xywh, p["relevance"]))
-    io.write_text(out / "predictions.jsonl", "\n".join(lines) + "\n")
+    io.write_text(out / PREDICTIONS, "\n".join(lines) + "\n")
     io.write_json(out / "captions_results.json", captions, indent=None)
     io.write_json(out / "detections.json", detections, indent=None)
     io.write_json(out / "vqa_results.json", vqa, indent=None)

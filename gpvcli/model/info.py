@@ -27,7 +27,8 @@ from gpvcli.data.vocab import SPECIALS, START, Vocab
 from gpvcli.model.config import ModelConfig, without_pretrained
 from gpvcli.model.gpv import GPV, build_model
 
-# "joiners": the region and query Linears to D; "relevance": its Linear and the conditioning vectors.
+# "joiners": the region and query Linears to D; "relevance": its Linear, the conditioning vectors and the
+# region-phrase score (model.phrase_grounding).
 COMPONENTS = ("visual backbone", "rest of DETR", "text encoder", "joiners", "co-attention",
               "relevance", "text decoder", "word-vector transforms", "word tables")
 # The paper's figures for GPV-1 (seed supplementary, Sec. 2 and Table 3).
@@ -45,7 +46,7 @@ def _component(name: str, detr_ids: set[int], param: nn.Parameter) -> str:
         return "joiners"
     if name.startswith("coattention."):
         return "co-attention"
-    if name.startswith(("relevance.", "conditioning.")):
+    if name.startswith(("relevance.", "conditioning.", "phrase_score.")):
         return "relevance"
     part = name.split(".")[2]  # text_heads.NAME.PART...
     if part in ("input_words", "output_words"):

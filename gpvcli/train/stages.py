@@ -119,10 +119,18 @@ class GPVStage:
         self.loss_weights = self.criterion.weights
         self.features: FeatureCache | None = None
 
+    # Modules that model.heads and model.relevance_conditioning add or remove: a model that differs from
+    # train.init_from's only there starts them as initialised (the align stage leaves them untrained).
+    VARIED_MODULES = ("text_heads.", "conditioning.")
+
     def start_from(self, folder: Path) -> None:
-        """Every weight from the GPV checkpoint in `folder` (e.g. the align stage's last/)."""
+        """Every weight from the GPV checkpoint in `folder` (e.g. the align stage's last/), but those of
+        VARIED_MODULES that this model's config names differently."""
         try:
-            self.model.load_state_dict(load_file(folder / WEIGHTS))
+            missing, unexpected = self.model.load_state_dict(load_file(folder / WEIGHTS), strict=False)
+            other = [k for k in (*missing, *unexpected) if not k.startswith(self.VARIED_MODULES)]
+            if other:
+                raise RuntimeError(f"{len(other)} weights differ, e.g. {other[0]}")
         except (OSError, RuntimeError) as e:
             raise GPVError(f"train.init_from={folder} does not hold this model's weights ({brief(e)})",
                            hint="give the last/ or best/ of an align or gpv run of the same preset and data")
