@@ -123,18 +123,20 @@ def test_align_stage_hands_its_weights_to_gpv(tiny_world, tmp_path):
     started = load_file(gpv / "last" / "model.safetensors")
     assert started.keys() == aligned.keys()
     assert all(torch.equal(started[k], aligned[k]) for k in aligned)
-    # a model with a head per task and no relevance conditioning (the ablation's variants) takes every other
-    # weight, and starts those modules as initialised
+    # a model with a head per task and no relevance conditioning (the ablation's variants), and with the
+    # grounded memory, takes every other weight, and starts those modules as initialised
     varied = tmp_path / "varied"
     train(varied, data_dir=tiny_world["data"], overrides=[*sets, f"train.init_from={align / 'last'}", "train.lr=0",
                                                           "train.backbone_lr=0", "train.max_steps=1",
-                                                          "model.heads=task", "model.relevance_conditioning=false"],
+                                                          "model.heads=task", "model.relevance_conditioning=false",
+                                                          "model.grounded_memory=true"],
           show_progress=False)
     started = load_file(varied / "last" / "model.safetensors")
     kept = [k for k in aligned if not k.startswith(("text_heads.", "conditioning."))]
     assert kept and all(torch.equal(started[k], aligned[k]) for k in kept)
     assert {k.split(".")[1] for k in started if k.startswith("text_heads.")} == {"vqa", "cap", "cls"}
     assert not any(k.startswith("conditioning.") for k in started)
+    assert "grounded_memory.match" in started and not any(k.startswith("grounded_memory.") for k in aligned)
     with pytest.raises(GPVError, match="does not hold this model's weights"):
         train(tmp_path / "bad", data_dir=tiny_world["data"],
               overrides=[*FAST_TRAIN, f"train.init_from={align / 'last'}", "train.max_steps=1"], show_progress=False)

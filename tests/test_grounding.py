@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpvcli.data.dataset import GPVDataset, input_image
+from gpvcli.data.dataset import GPVDataset, input_image, input_pixels
 from gpvcli.data.store import SplitStore
 from gpvcli.data.vocab import PAD, Vocab
 from gpvcli.eval import grounding, metrics
@@ -53,10 +53,10 @@ def test_swapped_dataset_reads_the_other_image_and_query(test_store):
                     indices=np.array([cls[0], loc[0]]), image_of=np.array([cls[1], loc[0]]),
                     query_of=np.array([cls[0], loc[1]]))
     swapped_image, swapped_query = ds[0], ds[1]
-    assert torch.equal(swapped_image["image"], input_image(test_store, int(cls[1]), (24, 32)))   # the other crop
+    assert torch.equal(swapped_image["image"], input_pixels(test_store, int(cls[1]), (24, 32)))   # the other crop
     assert swapped_image["query"] == test_store.query[int(cls[0])] and swapped_image["index"] == cls[0]
     assert swapped_query["query"] == test_store.query[int(loc[1])]
-    assert torch.equal(swapped_query["image"], input_image(test_store, int(loc[0]), (24, 32)))
+    assert torch.equal(swapped_query["image"], input_pixels(test_store, int(loc[0]), (24, 32)))
     assert len(swapped_query["boxes"]) == len(test_store.boxes[int(loc[0])])     # targets stay the sample's own
 
 

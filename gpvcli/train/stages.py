@@ -119,9 +119,10 @@ class GPVStage:
         self.loss_weights = self.criterion.weights
         self.features: FeatureCache | None = None
 
-    # Modules that model.heads and model.relevance_conditioning add or remove: a model that differs from
-    # train.init_from's only there starts them as initialised (the align stage leaves them untrained).
-    VARIED_MODULES = ("text_heads.", "conditioning.")
+    # Modules that model.heads, model.relevance_conditioning and model.grounded_memory add or remove: a model
+    # that differs from train.init_from's only there starts them as initialised (the align stage leaves
+    # them untrained).
+    VARIED_MODULES = ("text_heads.", "conditioning.", "grounded_memory.")
 
     def start_from(self, folder: Path) -> None:
         """Every weight from the GPV checkpoint in `folder` (e.g. the align stage's last/), but those of
