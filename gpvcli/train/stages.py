@@ -209,7 +209,7 @@ def ensure_feature_cache(visual: VisualEncoder, cfg: RunConfig, dataset: GPVData
                          dist: distributed.Dist, show_progress: bool) -> FeatureCache:
     """The feature cache of `dataset`'s images and crops for this visual encoder (in `train.cache_form`, within
     `train.cache_max_gb`), built on rank 0 if needed (absent, unreadable, made by another encoder, in another
-    form or of other keys: a cache is derived data, rebuilt rather than refused). Its images are read by
+    form or missing some keys: a cache is derived data, rebuilt rather than refused). Its images are read by
     DataLoader workers."""
     t = cfg.train
     v = cfg.model.visual
@@ -222,7 +222,8 @@ def ensure_feature_cache(visual: VisualEncoder, cfg: RunConfig, dataset: GPVData
             cache = FeatureCache(path, None)
         except GPVError:
             return False
-        return cache.fingerprint == fingerprint and cache.form == t.cache_form and set(cache.keys()) == set(keys)
+        # a cache of more entries serves too (the ablation's shared cache of the four-task train set)
+        return cache.fingerprint == fingerprint and cache.form == t.cache_form and set(keys) <= set(cache.keys())
 
     fingerprint = visual_fingerprint(visual, cfg.model.visual)
     if dist.main and not usable():
