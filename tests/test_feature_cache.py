@@ -72,6 +72,8 @@ def test_no_half_written_file_when_items_fail(tmp_path, encoder):
 
 
 def test_cache_keeps_the_region_colour_when_the_encoder_gives_it(tmp_path):
+    from gpvcli.model.feature_cache import bytes_per_sample
+
     cfg = VisualConfig(**{**CFG.__dict__, "region_crops": [16, 16], "region_colour": True})
     torch.manual_seed(0)
     encoder = build_visual(cfg).eval()
@@ -84,6 +86,13 @@ def test_cache_keeps_the_region_colour_when_the_encoder_gives_it(tmp_path):
         want = encoder(torch.stack([items[2][1], items[0][1]]))
     assert set(got) == set(want) and "colour" in got
     torch.testing.assert_close(got["colour"], want["colour"], rtol=1e-3, atol=1e-3)
+    # float16 region vectors and colour, float32 boxes and objectness: the size estimate counts the colour too
+    Q, K, D, C = 5, 2, 32, encoder.roi_dim
+    expected = Q * (4 + K) * 4 + Q * (D + C) * 2 + Q * 64 * 2
+    assert bytes_per_sample(queries=Q, state_dim=D, roi_dim=C, classes=K, form="float16", colour_dim=64) == expected
+    import h5py
+    with h5py.File(cache.path) as f:
+        assert sum(f[n].id.get_storage_size() for n in f if n != "keys") == 3 * expected
     cache.close()
 
 

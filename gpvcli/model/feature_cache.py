@@ -99,10 +99,12 @@ def decode_rows(rows: dict[str, Tensor], device: torch.device | str = "cpu") -> 
     return out
 
 
-def bytes_per_sample(*, queries: int, state_dim: int, roi_dim: int, classes: int, form: str) -> int:
-    """Bytes of one cache entry (one image or crop) in `form`, the keys and HDF5's metadata aside."""
+def bytes_per_sample(*, queries: int, state_dim: int, roi_dim: int, classes: int, form: str,
+                     colour_dim: int = 0) -> int:
+    """Bytes of one cache entry (one image or crop) in `form`, the keys and HDF5's metadata aside
+    (colour_dim: the region colour's values per region, 0 without region_colour)."""
     f32 = np.dtype(np.float32).itemsize
-    small = queries * (4 + classes) * f32                                   # boxes, objectness
+    small = queries * (4 + classes) * f32 + queries * colour_dim * np.dtype(np.float16).itemsize   # + colour
     if form == "int8":
         return small + queries * (state_dim + roi_dim) + 2 * queries * f32   # + a scale per row
     return small + queries * (state_dim + roi_dim) * np.dtype(np.float16).itemsize
@@ -114,11 +116,13 @@ COCO_SCE_TRAIN = {"images": 66_226, "crops": 174_538}
 
 
 def projected_size(*, queries: int, state_dim: int, roi_dim: int, classes: int, form: str, max_gb: float = 0.0,
-                   images: int = COCO_SCE_TRAIN["images"], crops: int = COCO_SCE_TRAIN["crops"]) -> dict:
+                   images: int = COCO_SCE_TRAIN["images"], crops: int = COCO_SCE_TRAIN["crops"],
+                   colour_dim: int = 0) -> dict:
     """The cache of `images` whole images and `crops` crops in `form` within `max_gb` (0 = no bound; images
     first, as `gpvcli.train.stages.cache_plan` fills it): bytes_per_sample, bytes (all entries), cached
     (entries within the bound), cached_bytes, live (entries computed live)."""
-    per = bytes_per_sample(queries=queries, state_dim=state_dim, roi_dim=roi_dim, classes=classes, form=form)
+    per = bytes_per_sample(queries=queries, state_dim=state_dim, roi_dim=roi_dim, classes=classes, form=form,
+                           colour_dim=colour_dim)
     total = images + crops
     cached = total if not max_gb else min(total, int(max_gb * 1e9 // per))
     return {"form": form, "bytes_per_sample": per, "entries": total, "bytes": total * per, "cached": cached,

@@ -29,7 +29,7 @@ from gpvcli.model.heads import (
 )
 from gpvcli.model.param_groups import param_groups
 from gpvcli.model.text import TextEncoder, build_bert, build_tokenizer, word_vectors
-from gpvcli.model.visual import COLOUR_BINS, VisualEncoder, build_visual
+from gpvcli.model.visual import VisualEncoder, build_visual
 
 # Samples of tasks without a text target (loc, refexp) still produce text; with a
 # head per task it comes from this head.
@@ -68,8 +68,7 @@ class GPV(nn.Module):
         if grounded_memory and not phrase_grounding:
             raise GPVError("model.grounded_memory reads the region-query score",
                            hint="add --set model.phrase_grounding=true")
-        colour_dim = COLOUR_BINS ** 3 if visual.region_colour else 0
-        self.grounded_memory = GroundedMemory(dim=dim, colour_dim=colour_dim) if grounded_memory else None
+        self.grounded_memory = GroundedMemory(dim=dim, colour_dim=visual.colour_dim) if grounded_memory else None
         self.conditioning = RelevanceConditioning(dim=dim) if relevance_conditioning else None
         self.text_heads = nn.ModuleDict(text_heads)
         self.mask_query_padding = mask_query_padding

@@ -84,7 +84,7 @@ def model_info(cfg: ModelConfig, vocab_size: int, *, query_len: int = QUERY_LEN,
 
     Returns {"parameters": parameter_counts, "flops": total, "flops_by_module": {module path: FLOPs},
     "activations": total, "image_size": [H, W], "query_len", "answer_len", "vocab_size",
-    "visual_outputs": {"queries", "state_dim", "roi_dim", "classes"} (what a feature cache stores per region)}.
+    "visual_outputs": {"queries", "state_dim", "roi_dim", "classes", "colour_dim"} (what a feature cache stores per region)}.
     """
     activations = 0
 
@@ -110,7 +110,8 @@ def model_info(cfg: ModelConfig, vocab_size: int, *, query_len: int = QUERY_LEN,
                  for name, ops in counter.get_flop_counts().items()
                  if name.count(".") == 1 or name.startswith("GPV.text_heads.") and name.count(".") == 2}
     visual = {"queries": cfg.visual.num_queries, "state_dim": model.visual.state_dim,
-              "roi_dim": model.visual.roi_dim, "classes": cfg.visual.num_classes}
+              "roi_dim": model.visual.roi_dim, "classes": cfg.visual.num_classes,
+              "colour_dim": model.visual.colour_dim}
     return {"parameters": counts, "flops": counter.get_total_flops(), "flops_by_module": by_module,
             "activations": activations, "image_size": [H, W], "query_len": query_len,
             "answer_len": answer_len, "vocab_size": vocab_size, "visual_outputs": visual}

@@ -267,6 +267,11 @@ class VisualEncoder(nn.Module):
             pixel_mask = torch.ones((b, h, w), dtype=torch.long, device=images.device)
         return self.detr.backbone(images, pixel_mask)[-1]
 
+    @property
+    def colour_dim(self) -> int:
+        """Values of the "colour" output per region (0 without region_colour)."""
+        return COLOUR_BINS ** 3 if self.region_colour else 0
+
     def crop_features(self, crops: Tensor) -> Tensor:
         """crops (B, Q, 3, h, w) -> (B, Q, C): the backbone's map of each region's crop, averaged."""
         fmap, _ = self.backbone_map(crops.flatten(0, 1))                                # (B*Q,C,h',w')

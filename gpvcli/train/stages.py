@@ -214,7 +214,7 @@ def ensure_feature_cache(visual: VisualEncoder, cfg: RunConfig, dataset: GPVData
     t = cfg.train
     v = cfg.model.visual
     per_key = bytes_per_sample(queries=v.num_queries, state_dim=visual.state_dim, roi_dim=visual.roi_dim,
-                               classes=v.num_classes, form=t.cache_form)
+                               classes=v.num_classes, form=t.cache_form, colour_dim=visual.colour_dim)
     keys, _ = cache_plan(dataset, t.cache_max_gb * 1e9, per_key)
 
     def usable() -> bool:
