@@ -9,7 +9,10 @@ Reads the run's feature cache (RUN/features/train.h5, written by a frozen-visual
   each with the mean query token (as GPV scores queries) and with the best single token.
 Prints figures only; nothing is asserted.
 
-    python benchmarks/probe_vqa_grounding.py runs/quickstart/gpv [--samples 600]
+    python benchmarks/probe_vqa_grounding.py runs/quickstart/gpv [--samples 600] [--weights FOLDER]
+
+--weights takes the region-query score and text encoder from another checkpoint folder whose visual
+encoder is the run's (e.g. the run's train.init_from, the align stage it started from).
 """
 
 from __future__ import annotations
@@ -85,11 +88,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--samples", type=int, default=600)
+    parser.add_argument("--weights", type=Path, help="checkpoint folder (default: RUN/last)")
     args = parser.parse_args()
     cfg = load_run_config(args.run / runs.CONFIG)
     data = runs.data_of(args.run)
     model = build_model(cfg.model, Vocab.load(data / "vocab.json"))
-    model.load_state_dict(load_file(args.run / runs.LAST / WEIGHTS))
+    model.load_state_dict(load_file((args.weights or args.run / runs.LAST) / WEIGHTS), strict=args.weights is None)
     model.eval()
     tokenizer = build_tokenizer(cfg.model.text, data / "query_vocab.txt")
     store, cache = SplitStore(data / "train.h5"), FeatureCache(args.run / runs.FEATURES / "train.h5", None)

@@ -107,10 +107,33 @@ def test_grounded_memory_adds_each_regions_colour():
         memory(regions, grounding)
 
 
+def test_question_forms_weigh_each_phrasing_and_name_only_asked_categories():
+    from types import SimpleNamespace
+
+    from gpvcli.data import categories as cats
+    from gpvcli.train.stages import question_forms
+
+    index = {c.name: k for k, c in enumerate(cats.categories())}
+    store = SimpleNamespace(tasks=["vqa", "vqa", "vqa", "loc", "vqa", "vqa"],
+                            query=["What color is the puppy?", "What color is the cat?", "How many cats are there?",
+                                   "Locate bus.", "Is there a dog near a cat?", "What is red?"])
+    forms = question_forms(store, [index["bus"], index["cat"], index["dog"]])
+    # two phrasings, asked twice and once; the bus is named by no question (only by a loc prompt)
+    assert forms.templates == ["What color is the [OBJECT]?", "How many [OBJECTS] are there?"]
+    assert forms.weights.tolist() == [2.0, 1.0]
+    assert forms.names == ["cat", "dog"]                      # COCO's order: cat (17) before dog (18)
+    assert forms.phrase_of[index["cat"]] == 0 and forms.phrase_of[index["dog"]] == 1
+    assert forms.phrase_of[index["bus"]] == -1
+    assert forms.fill(1) == ["How many cats are there?", "How many dogs are there?"]
+    assert question_forms(SimpleNamespace(tasks=["vqa"], query=["What is red?"]), [index["cat"]]) is None
+
+
 def test_align_stage_hands_its_weights_to_gpv(tiny_world, tmp_path):
     sets = [*FAST_TRAIN, "model.phrase_grounding=true"]
     align = tmp_path / "align"
-    result = train(align, data_dir=tiny_world["data"], overrides=[*sets, "train.stage=align", "train.max_steps=2"],
+    # every step phrased as a training question (validation keeps the localization prompt)
+    result = train(align, data_dir=tiny_world["data"], overrides=[*sets, "train.stage=align", "train.max_steps=2",
+                                                                  "train.align_questions=1"],
                    show_progress=False)
     assert result["steps"] == 2 and "ap50_agnostic" in result["last_validation"]["tasks"]
     aligned = load_file(align / "last" / "model.safetensors")

@@ -9,7 +9,7 @@ from gpvcli.data import categories as cats
 from gpvcli.data import prompts
 from gpvcli.data.prepare import prepare
 from gpvcli.data.store import SplitStore
-from gpvcli.data.text import mentions_in, normalize
+from gpvcli.data.text import fill_template, mentions_in, normalize, object_template
 from gpvcli.data.vocab import STOP, Vocab
 from gpvcli.errors import GPVError
 
@@ -66,6 +66,25 @@ def test_table4_prompts():
 ])
 def test_mentions(text, expected):
     assert mentions_in(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("What color is the houseplant?", "What color is the [OBJECT]?"),         # a synonym, as the name's place
+    ("How many cups can you see?", "How many [OBJECTS] can you see?"),
+    ("Are there any Teddy Bears?", "Are there any [OBJECTS]?"),               # "teddy bears", not "bears"
+    ("Is the hot-dog next to the other hot dog?", "Is the [OBJECT] next to the other [OBJECT]?"),
+    ("Is the dog's tail up?", "Is the [OBJECT]'s tail up?"),
+    ("Is there a dog near the hot dog?", None),                               # two categories
+    ("What is the black item?", None),                                        # none
+    ("Is the dogged man here?", "Is the dogged [OBJECT] here?"),             # "dogged" is no dog
+])
+def test_object_template(text, expected):
+    assert object_template(text) == expected
+
+
+def test_fill_template_puts_a_name_or_its_plural():
+    assert fill_template("How many [OBJECTS] near the [OBJECT]?", "bus") == "How many buses near the bus?"
+    assert fill_template("Is there a [OBJECT]?", "hot dog") == "Is there a hot dog?"
 
 
 def test_plural_rules():

@@ -65,3 +65,26 @@ def mentions_in(*texts: str) -> list[str]:
             if name not in found:
                 found.append(name)
     return found
+
+
+OBJECT, OBJECTS = "[OBJECT]", "[OBJECTS]"
+
+
+def object_template(text: str) -> str | None:
+    """`text` with every mention of the one category it mentions replaced by "[OBJECT]" (singular) or
+    "[OBJECTS]" (plural), e.g. "How many cups are there?" -> "How many [OBJECTS] are there?"; None when it
+    mentions no category or several. `fill_template` puts any category in its place."""
+    names = mentions(normalize(text))
+    if len(names) != 1:
+        return None
+    singular = [names[0], *cats.SYNONYMS.get(names[0], ())]
+    for phrase in sorted(cats.phrases(names[0]), key=len, reverse=True):      # "teddy bears" before "teddy"
+        words = r"[^a-z0-9]+".join(re.escape(w) for w in normalize(phrase))
+        marker = OBJECT if phrase in singular else OBJECTS
+        text = re.sub(rf"(?<![a-z0-9]){words}(?![a-z0-9])", marker, text, flags=re.IGNORECASE)
+    return text if OBJECT[:-1] in text and not mentions(normalize(text)) else None
+
+
+def fill_template(template: str, name: str) -> str:
+    """The category `name` in the place of `object_template`'s markers (plural for "[OBJECTS]")."""
+    return template.replace(OBJECTS, cats.plural(name)).replace(OBJECT, name)

@@ -32,6 +32,10 @@ class TrainConfig:
         80-way classifier of the train cls crops (before the detector, from scratch).
     init_from (str | None, None): a GPV checkpoint folder (the last/ or best/ of an align or gpv run
         of the same preset and data) whose weights start the model of stage gpv.
+    align_questions (float, 0): stage align: the share of steps whose phrases are the training split's
+        VQA questions that name one category, each category put in the place of the one it names (the
+        rest are Table 4 localization prompts), so that words are found in the image however a task
+        phrases them; only categories some training question names are put in a question.
     tasks (list[str], [vqa, cap, loc, cls]): the tasks trained (refexp may be added).
     epochs (int, 40): passes over the training samples.
     batch_size (int, 120): global batch (over all processes and accumulation steps).
@@ -74,6 +78,7 @@ class TrainConfig:
 
     stage: Literal["gpv", "align", "detector", "classifier"] = "gpv"
     init_from: str | None = None
+    align_questions: float = 0.0
     tasks: list[str] = field(default_factory=_tasks)
     epochs: int = 40
     batch_size: int = 120
@@ -117,6 +122,8 @@ class TrainConfig:
         if self.batch_size < 1 or self.grad_accum < 1 or self.batch_size % self.grad_accum:
             raise GPVError(f"config train.batch_size={self.batch_size} must be a positive multiple of "
                            f"train.grad_accum={self.grad_accum}")
+        if not 0 <= self.align_questions <= 1:
+            raise GPVError(f"config train.align_questions={self.align_questions} must be in [0, 1]")
         if self.device not in ("auto", "cpu", "cuda"):
             raise GPVError(f"config train.device={self.device!r}: use auto, cpu or cuda")
 

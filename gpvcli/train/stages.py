@@ -12,6 +12,7 @@ A new stage is one new class implementing `Stage`, named in `STAGES` (and in `Tr
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +31,7 @@ from gpvcli.data.dataset import Collator, GPVDataset, feature_key, input_pixels
 from gpvcli.data.pretrain import CropDataset, DetectionDataset
 from gpvcli.data.prompts import LOCALIZATION_PROMPTS
 from gpvcli.data.store import SplitStore
+from gpvcli.data.text import fill_template, mentions, normalize, object_template
 from gpvcli.data.vocab import Vocab
 from gpvcli.errors import GPVError, brief
 from gpvcli.eval import runner
@@ -402,7 +404,11 @@ class AlignmentStage:
     as MDETR's; a sigmoid focal loss over phrases, GLIP's, left every phrase embedding alike within 600 steps
     here, since its negatives carry almost no gradient). The images are the split's train
     images with their localization boxes (COCO-SCE has no H_cls,loc boxes there), and only the categories
-    that have boxes are named. The checkpoint is a whole GPV checkpoint (co-attention and heads as
+    that have boxes are named. With `train.align_questions` > 0, that share of steps phrases the categories
+    as the split's training questions do ("What color is the [OBJECT]?", from every question naming one
+    category, drawn as often as asked), naming only categories some training question names (COCO-SCE
+    keeps H_vqa,cap out of them): a region-query score taught on localization prompts alone does not find
+    the thing a question names. The checkpoint is a whole GPV checkpoint (co-attention and heads as
     initialised) that the GPV stage starts from through `train.init_from`."""
 
     PHRASE_WEIGHT = 1.0     # as DETR's class term
@@ -426,10 +432,11 @@ class AlignmentStage:
         self.val_set = Subset(val, val_subset(len(val), cfg.train.val_samples, cfg.train.seed).tolist())
         self.collate = DetectionDataset.collate
         named = sorted({int(k) for _, labels in self.train_set.targets for k in labels.tolist()})
-        self.phrase_of = torch.full((len(label_of),), -1, dtype=torch.long)
-        self.phrase_of[named] = torch.arange(len(named))
-        names = [cats.categories()[k].name for k in named]
-        self.prompts = [[t.replace("[OBJECT]", n) for n in names] for t in LOCALIZATION_PROMPTS]
+        self.localization = PhraseForms(LOCALIZATION_PROMPTS, [1] * len(LOCALIZATION_PROMPTS), named)
+        self.questions = question_forms(self.train_store, named) if cfg.train.align_questions > 0 else None
+        if cfg.train.align_questions > 0 and self.questions is None:
+            raise GPVError("train.align_questions: no training question names a category with boxes",
+                           hint="leave train.align_questions at 0 for these data")
         self.loss_weights = {**cfg.train.box_weights, "loss_phrase": self.PHRASE_WEIGHT}
 
     start_epoch = _VisualStage.start_epoch
@@ -437,22 +444,23 @@ class AlignmentStage:
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return param_groups(self.model, self.visual)
 
-    def phrases(self, template: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every named category in Table 4 localization prompt `template`, tokenized: ids and mask (P, T)."""
-        enc = self.tokenizer(self.prompts[template], padding=True, return_tensors="pt")
+    def phrases(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`texts` tokenized: ids and mask (P, T)."""
+        enc = self.tokenizer(texts, padding=True, return_tensors="pt")
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     def loss(self, model: nn.Module, batch: dict, num_boxes: float | None) -> dict:
         t = self.cfg.train
-        template = int(torch.randint(len(self.prompts), ()))
-        out, logits = model(batch["images"].to(self.device), *self.phrases(template))
+        asked = self.questions is not None and float(torch.rand(())) < t.align_questions
+        forms = self.questions if asked else self.localization
+        out, logits = model(batch["images"].to(self.device), *self.phrases(forms.draw()))
         targets = [{"boxes": b.to(self.device), "labels": torch.zeros(len(b), dtype=torch.long, device=self.device)}
                    for b in batch["boxes"]]
         indices = hungarian_match(out["objectness"], out["boxes"], targets, cost_class=t.cost_class,
                                   cost_bbox=t.cost_bbox, cost_giou=t.cost_giou)
         terms = box_losses(out["objectness"], out["boxes"], targets, indices, no_object_weight=t.no_object_weight,
                            num_classes=1, num_boxes=num_boxes)
-        sample, query, phrase = matched_phrases(indices, batch["labels"], self.phrase_of)
+        sample, query, phrase = matched_phrases(indices, batch["labels"], forms.phrase_of)
         terms["loss_phrase"] = F.cross_entropy(logits[sample.to(self.device), query.to(self.device)].float(),
                                                phrase.to(self.device)) if len(phrase) else logits.sum() * 0
         terms["loss"] = sum(self.loss_weights[k] * v for k, v in terms.items())
@@ -467,7 +475,7 @@ class AlignmentStage:
         loader = DataLoader(self.val_set, batch_size=self.cfg.train.val_batch_size, collate_fn=self.collate)
         aware, agnostic = [], []
         for batch in loader:
-            out, logits = self.model(batch["images"].to(self.device), *self.phrases(0))
+            out, logits = self.model(batch["images"].to(self.device), *self.phrases(self.localization.fill(0)))
             obj = out["objectness"].float().log_softmax(-1).cpu()                        # (B, Q, 2)
             logits = logits.float().cpu() + (obj[..., 0] - obj[..., 1])[..., None]     # (B, Q, P)
             pred = box_ops.cxcywh_to_xyxy(out["boxes"].float().cpu())
@@ -475,8 +483,8 @@ class AlignmentStage:
                 gt_xyxy = box_ops.cxcywh_to_xyxy(gt)
                 agnostic.append(localization_ap(pred[b], obj[b, :, 0].exp(), gt_xyxy))
                 for c in labels.unique().tolist():
-                    if self.phrase_of[c] >= 0:
-                        aware.append(localization_ap(pred[b], logits[b, :, self.phrase_of[c]], gt_xyxy[labels == c]))
+                    if (p := int(self.localization.phrase_of[c])) >= 0:
+                        aware.append(localization_ap(pred[b], logits[b, :, p], gt_xyxy[labels == c]))
         self.model.train()
         table = {"ap50": float(np.mean(aware)) if aware else 0.0,
                  "ap50_agnostic": float(np.mean(agnostic)) if agnostic else 0.0}
@@ -487,6 +495,41 @@ class AlignmentStage:
 
     def load_weights(self, folder: Path) -> None:
         self.gpv.load_state_dict(load_file(folder / WEIGHTS))
+
+
+class PhraseForms:
+    """Templates holding "[OBJECT]" (or "[OBJECTS]", `text.object_template`), each drawn in proportion to its
+    weight and filled with every category of `labels` (category indices, in COCO's order): the phrases
+    (P of them) one alignment step scores every region against; `phrase_of` (80,) gives each category
+    index its phrase (-1: not among them)."""
+
+    def __init__(self, templates: list[str] | tuple[str, ...], weights: list[float], labels: list[int]):
+        self.templates = list(templates)
+        self.weights = torch.tensor(weights, dtype=torch.double)
+        self.names = [cats.categories()[k].name for k in labels]
+        self.phrase_of = torch.full((len(cats.categories()),), -1, dtype=torch.long)
+        self.phrase_of[labels] = torch.arange(len(labels))
+
+    def fill(self, template: int) -> list[str]:
+        return [fill_template(self.templates[template], n) for n in self.names]
+
+    def draw(self) -> list[str]:
+        return self.fill(int(torch.multinomial(self.weights, 1)))
+
+
+def question_forms(store: SplitStore, labels: list[int]) -> PhraseForms | None:
+    """The phrase forms of `store`'s VQA questions that name one category (each weighted by how often it is
+    asked), filled with the categories of `labels` that some question names; None when there are none."""
+    asked, templates = set(), Counter()
+    for query, task in zip(store.query, store.tasks):
+        if task == "vqa":
+            asked.update(mentions(normalize(query)))
+            if (template := object_template(query)) is not None:
+                templates[template] += 1
+    labels = [k for k in labels if cats.categories()[k].name in asked]
+    if not templates or not labels:
+        return None
+    return PhraseForms(list(templates), list(templates.values()), labels)
 
 
 STAGES: dict[str, Callable[[RunConfig, Path, torch.device], Stage]] = {
