@@ -160,6 +160,19 @@ def test_align_stage_hands_its_weights_to_gpv(tiny_world, tmp_path):
     assert {k.split(".")[1] for k in started if k.startswith("text_heads.")} == {"vqa", "cap", "cls"}
     assert not any(k.startswith("conditioning.") for k in started)
     assert "grounded_memory.match" in started and not any(k.startswith("grounded_memory.") for k in aligned)
+    # train.frozen_alignment: the text encoder, region descriptor and region-query score stay the align
+    # stage's while the rest learns
+    frozen = tmp_path / "frozen"
+    train(frozen, data_dir=tiny_world["data"], overrides=[*sets, f"train.init_from={align / 'last'}",
+                                                          "train.max_steps=2", "train.frozen_alignment=true"],
+          show_progress=False)
+    started = load_file(frozen / "last" / "model.safetensors")
+    kept = [k for k in aligned if k.startswith(("text.", "regions.", "phrase_score."))]
+    assert kept and all(torch.equal(started[k], aligned[k]) for k in kept)
+    assert not all(torch.equal(started[k], aligned[k]) for k in aligned if k.startswith("coattention."))
+    with pytest.raises(GPVError, match="frozen_alignment"):
+        train(tmp_path / "bad3", data_dir=tiny_world["data"], overrides=[*sets, "train.frozen_alignment=true"],
+              show_progress=False)
     with pytest.raises(GPVError, match="does not hold this model's weights"):
         train(tmp_path / "bad", data_dir=tiny_world["data"],
               overrides=[*FAST_TRAIN, f"train.init_from={align / 'last'}", "train.max_steps=1"], show_progress=False)

@@ -36,6 +36,9 @@ class TrainConfig:
         VQA questions that name one category, each category put in the place of the one it names (the
         rest are Table 4 localization prompts), so that words are found in the image however a task
         phrases them; only categories some training question names are put in a question.
+    frozen_alignment (bool, False): stage gpv: the text encoder, the region descriptor and the
+        region-query score (`model.phrase_grounding`) keep the weights train.init_from gives them (the align
+        stage's): otherwise the text losses move a question's embedding away from the regions it names.
     tasks (list[str], [vqa, cap, loc, cls]): the tasks trained (refexp may be added).
     epochs (int, 40): passes over the training samples.
     batch_size (int, 120): global batch (over all processes and accumulation steps).
@@ -79,6 +82,7 @@ class TrainConfig:
     stage: Literal["gpv", "align", "detector", "classifier"] = "gpv"
     init_from: str | None = None
     align_questions: float = 0.0
+    frozen_alignment: bool = False
     tasks: list[str] = field(default_factory=_tasks)
     epochs: int = 40
     batch_size: int = 120

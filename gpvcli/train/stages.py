@@ -105,6 +105,12 @@ class GPVStage:
         self.model = build_model(cfg.model, self.vocab).to(device)
         if cfg.train.init_from:
             self.start_from(Path(cfg.train.init_from))
+        if cfg.train.frozen_alignment:
+            if not (cfg.train.init_from and cfg.model.phrase_grounding):
+                raise GPVError("train.frozen_alignment keeps the alignment train.init_from starts from",
+                               hint="set train.init_from to an align run's last/ and model.phrase_grounding=true")
+            for part in (self.model.text, self.model.regions, self.model.phrase_score):
+                part.requires_grad_(False)
         self.visual = self.model.visual
         self.train_store = SplitStore(data_dir / "train.h5")
         self.val_store = SplitStore(data_dir / "val.h5")
