@@ -8,7 +8,7 @@ import torch
 from conftest import FAST_TRAIN
 from safetensors.torch import load_file
 
-from gpvcli.data.vocab import Vocab
+from gpvcli.data.vocab import SPECIALS, Vocab
 from gpvcli.errors import GPVError
 from gpvcli.model.gpv import build_model
 from gpvcli.model.heads import GroundedMemory, RegionPhraseScore, RelevanceHead, mean_tokens
@@ -126,6 +126,36 @@ def test_question_forms_weigh_each_phrasing_and_name_only_asked_categories():
     assert forms.phrase_of[index["bus"]] == -1
     assert forms.fill(1) == ["How many cats are there?", "How many dogs are there?"]
     assert question_forms(SimpleNamespace(tasks=["vqa"], query=["What is red?"]), [index["cat"]]) is None
+
+
+def test_focus_input_adds_the_memorys_last_vector_to_every_input_word():
+    from gpvcli.model.heads import TextHead
+
+    torch.manual_seed(0)
+    options = {"vocab_size": 7, "dim": 8, "layers": 2, "heads": 2, "ffn": 16, "dropout": 0.0,
+               "answer_vectors": "learned", "positions": True}
+    head, plain = TextHead(**options, focus_input=True), TextHead(**options)
+    plain.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("focus.")})
+    with torch.no_grad():
+        head.focus.weight.copy_(torch.eye(8))
+        head.focus.bias.zero_()
+    memory, tokens = torch.randn(2, 5, 8), torch.tensor([[1, 4, 2], [3, 3, 0]])
+    mask = torch.tensor([[True] * 4 + [False]] * 2)            # cross-attention cannot see the last vector
+    x = plain.embed(tokens) + memory[:, -1:]                    # by hand: the focus joins each input word
+    for layer, kv in zip(plain.layers, plain._memory_kv(memory)):
+        x = layer(x, kv, mask)
+    logits = head(tokens, memory, mask)
+    torch.testing.assert_close(logits, x @ plain.output_vectors().T)
+    assert not torch.allclose(logits, plain(tokens, memory, mask), atol=1e-3)
+    state = head.start(memory, mask)                            # incremental decoding reads it too
+    steps = torch.stack([head.step(tokens[:, i], state) for i in range(3)], 1)
+    torch.testing.assert_close(steps, logits, rtol=1e-4, atol=1e-5)
+
+
+def test_focus_input_needs_the_grounded_memory():
+    cfg = load_run_config("tiny", ["model.focus_input=true"])
+    with pytest.raises(GPVError, match="focus_input"):
+        build_model(cfg.model, Vocab([*SPECIALS, "yes", "no"]))
 
 
 def test_align_stage_hands_its_weights_to_gpv(tiny_world, tmp_path):

@@ -89,6 +89,8 @@ class ModelConfig:
     grounded_memory (bool, False): the text decoder's memory also holds the region descriptors
         before co-attention, each marked by its region-query score, and their score-weighted mean
         (heads.GroundedMemory). Needs phrase_grounding. Not in GPV-1.
+    focus_input (bool, False): each text head also adds a Linear of the grounded memory's focus to
+        every input word vector (heads.TextHead). Needs grounded_memory. Not in GPV-1.
     """
 
     visual: VisualConfig = field(default_factory=VisualConfig)
@@ -109,6 +111,7 @@ class ModelConfig:
     decoder_positions: bool = True
     phrase_grounding: bool = False
     grounded_memory: bool = False
+    focus_input: bool = False
 
     def __post_init__(self) -> None:
         lens = self.max_answer_len

@@ -228,6 +228,8 @@ def build_model(cfg: ModelConfig, vocab: Vocab) -> GPV:
     """
     if cfg.visual.num_classes != 2:
         raise GPVError(f"GPV needs model.visual.num_classes=2 (object / no-object), got {cfg.visual.num_classes}")
+    if cfg.focus_input and not cfg.grounded_memory:
+        raise GPVError("model.focus_input reads the grounded memory's focus", hint="add --set model.grounded_memory=true")
     bert, text_report = build_bert(cfg.text)
     table = None
     if cfg.answer_vectors == "frozen_text":
@@ -237,7 +239,8 @@ def build_model(cfg: ModelConfig, vocab: Vocab) -> GPV:
             table = word_vectors(bert, build_tokenizer(cfg.text), vocab.words)
     heads = {name: TextHead(vocab_size=len(vocab), dim=cfg.hidden, layers=cfg.decoder_layers,
                             heads=cfg.decoder_heads, ffn=cfg.decoder_ffn, dropout=cfg.dropout,
-                            answer_vectors=cfg.answer_vectors, positions=cfg.decoder_positions, word_table=table)
+                            answer_vectors=cfg.answer_vectors, positions=cfg.decoder_positions, word_table=table,
+                            focus_input=cfg.focus_input)
              for name in cfg.text_head_names()}
     return GPV(
         visual=build_visual(cfg.visual),

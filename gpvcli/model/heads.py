@@ -162,12 +162,13 @@ class DecoderState:
     caches: list[list[torch.Tensor]]
     output_vectors: torch.Tensor  # (V,D), shared by all sequences
     position: int = 0
+    focus: torch.Tensor | None = None  # (N,1,D) added to every input vector (TextHead's focus_input)
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep sequences `index` (N,) long of the self-attention caches.
 
         Beam search only reorders within one sample's beams, whose memory is
-        identical, so the memory keys/values are left as they are.
+        identical, so the memory keys/values (and focus) are left as they are.
         """
         for cache in self.caches:
             cache[:] = [t.index_select(0, index) for t in cache]
@@ -182,11 +183,15 @@ class TextHead(nn.Module):
     "learned": both tables are learned (V,D), with no transforms.
     Logits are dot products of decoder states with the output word vectors.
     positions: add sinusoidal position encodings to the input word vectors.
+    focus_input: add Linear(the memory's last vector), the grounded memory's focus, to every input vector
+    (the thing the query names and how well it matches, read without a search by cross-attention).
     """
 
     def __init__(self, *, vocab_size: int, dim: int, layers: int, heads: int, ffn: int, dropout: float,
-                 answer_vectors: str, positions: bool, word_table: torch.Tensor | None = None):
+                 answer_vectors: str, positions: bool, word_table: torch.Tensor | None = None,
+                 focus_input: bool = False):
         super().__init__()
+        self.focus = nn.Linear(dim, dim) if focus_input else None
         if answer_vectors == "frozen_text":
             if word_table is None or word_table.shape[0] != vocab_size:
                 raise ValueError("frozen_text answer vectors need a (V,E) word table")
@@ -223,17 +228,23 @@ class TextHead(nn.Module):
         """answer_inputs (B,S) long (START + target[:-1]), memory (B,M,D), memory_mask (B,M) bool
         (True = attend) -> logits (B,S,V)."""
         x = self.embed(answer_inputs)
+        if self.focus is not None:
+            x = x + self.focus(memory[:, -1:])
         for layer, kv in zip(self.layers, self._memory_kv(memory)):
             x = layer(x, kv, memory_mask)
         return x @ self.output_vectors().T  # (B,S,D) @ (D,V) -> (B,S,V)
 
     def start(self, memory: torch.Tensor, memory_mask: torch.Tensor | None = None) -> DecoderState:
         """Project the memory (N,M,D) and transform the output word vectors once for incremental decoding."""
-        return DecoderState(self._memory_kv(memory), memory_mask, [[] for _ in self.layers], self.output_vectors())
+        focus = None if self.focus is None else self.focus(memory[:, -1:])
+        return DecoderState(self._memory_kv(memory), memory_mask, [[] for _ in self.layers], self.output_vectors(),
+                            focus=focus)
 
     def step(self, tokens: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """The next input token of each sequence, tokens (N,) long -> logits of the following token (N,V)."""
         x = self.embed(tokens[:, None], offset=state.position)  # (N,) -> (N,1,D)
+        if state.focus is not None:
+            x = x + state.focus
         for layer, kv, cache in zip(self.layers, state.memory_kv, state.caches):
             x = layer(x, kv, state.memory_mask, cache)
         state.position += 1
