@@ -1,7 +1,15 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one worker per core (pyproject's -n 2): torch's own threads in each would oversubscribe the cores,
+    # and the tests' models are too small to gain from them; the commands the tests start inherit this
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def _write(path: Path, obj) -> None:
