@@ -91,7 +91,7 @@ def decode_rows(rows: dict[str, Tensor], device: torch.device | str = "cpu") -> 
     (copied non-blocking, dequantized there)."""
     rows = {k: v.to(device, non_blocking=True) for k, v in rows.items()}
     out = {}
-    for name in (name for name in DTYPES if name in rows):
+    for name, _ in _stored(rows):
         values = rows[name].float()
         if f"{name}_scale" in rows:
             values = values * rows[f"{name}_scale"][..., None]

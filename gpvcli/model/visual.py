@@ -365,8 +365,12 @@ def colour_histogram(crops: Tensor) -> Tensor:
     std = crops.new_tensor(IMAGENET_STD)[:, None, None]
     level = ((crops * std + mean).clamp(0, 1) * COLOUR_BINS).long().clamp(max=COLOUR_BINS - 1)  # (B,Q,3,h,w)
     index = (level[:, :, 0] * COLOUR_BINS + level[:, :, 1]) * COLOUR_BINS + level[:, :, 2]        # (B,Q,h,w)
-    counts = F.one_hot(index.flatten(2), COLOUR_BINS ** 3).sum(2)                               # (B,Q,64)
-    return counts.to(crops.dtype) / index[0, 0].numel()
+    index = index.flatten(2)                                                                     # (B,Q,h*w)
+    # counted in float32 (exact for any crop size here; bfloat16 is not past 256), without a one-hot
+    # tensor of every pixel
+    counts = torch.zeros(*index.shape[:2], COLOUR_BINS ** 3, device=crops.device)
+    counts.scatter_add_(2, index, torch.ones(index.shape, device=crops.device))                 # (B,Q,64)
+    return counts.to(crops.dtype) / index.shape[2]
 
 
 def sine_code(points: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
