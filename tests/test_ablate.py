@@ -67,10 +67,11 @@ class FakeRuns:
         (runs / "align" / "last").mkdir(parents=True)
         return (runs / "align" / "last").resolve()
 
-    def build_cache(self, path, cfg, data, *, show_progress):
-        self.caches.append(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"features")
+    def build_caches(self, folder, cfg, data, *, show_progress):
+        for path in (folder / pretrain.CACHE, folder / pretrain.TEST_CACHE):
+            self.caches.append(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"features")
 
     def train(self, run_dir, *, config, data_dir, overrides, resume, show_progress):
         (self.resumed if resume else self.trained).append(run_dir.name)
@@ -80,7 +81,8 @@ class FakeRuns:
             (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
         return {"steps": 2}
 
-    def evaluate(self, run, *, split, data_dir, out_dir, tasks, limit, show_progress):
+    def evaluate(self, run, *, split, data_dir, out_dir, tasks, limit, features, show_progress):
+        assert features == run.parent / "pretrained" / "features" / "test.h5"     # the shared test features
         seed = Variant.from_name(run.name).seed
         return {"tasks": {tasks[0]: metrics_row(0.2 + 0.1 * seed, 0.1 * seed)}}
 
@@ -91,7 +93,7 @@ def fake(monkeypatch):
     monkeypatch.setattr(study, "train", runs.train)
     monkeypatch.setattr(study, "evaluate", runs.evaluate)
     monkeypatch.setattr(quickstart, "pretrain_encoders", runs.pretrain_encoders)
-    monkeypatch.setattr(pretrain, "build_cache", runs.build_cache)
+    monkeypatch.setattr(pretrain, "build_caches", runs.build_caches)
     return runs
 
 
@@ -156,7 +158,8 @@ def test_finished_variants_are_never_redone_and_unfinished_ones_resume(tiny_worl
     study.run_ablation(study="tasks", data_dir=data, out=out, budget=0.01, show_progress=False)
     assert fake.resumed == ["vqa_rel_modality_s0"] and len(fake.trained) == 8
     # One shared pretraining and feature cache for all 8 variants, over three runs of the ablation.
-    assert fake.pretrained == [out / "pretrained"] and fake.caches == [out / "pretrained" / "features" / "train.h5"]
+    assert fake.pretrained == [out / "pretrained"]
+    assert fake.caches == [out / "pretrained" / "features" / "train.h5", out / "pretrained" / "features" / "test.h5"]
     with pytest.raises(GPVError, match="pretrained with other settings \\(budget differ"):
         study.run_ablation(tasks="vqa", data_dir=data, out=out, budget=0.02, show_progress=False)
 
@@ -383,6 +386,8 @@ def test_real_variant_trains_evaluates_and_is_reused(tiny_world, tmp_path, monke
     assert visual and all(start[k].equal(trained[k]) for k in visual)
     assert not all(start[k].equal(trained[k]) for k in start if k.startswith("coattention."))
     assert os.path.samefile(folder / "features" / "train.h5", out / "pretrained" / "features" / "train.h5")
+    protocol = json.loads((folder / "eval" / "vqa" / "metrics.json").read_text())["protocol"]
+    assert protocol["visual_features"].endswith(str(out / "pretrained" / "features" / "test.h5"))
     row = next(r for r in report["tables"]["tasks"]["rows"] if r["variant"] == folder.name)
     assert row["label"] == "[i] GPV-I-VQA+Loc" and row["status"] == "done"
     assert {"ablation.json", "ablation.md", "figure1.png"} <= {p.name for p in out.iterdir()}

@@ -129,8 +129,8 @@ class StandIn:
 
 
 def index_inputs(real):
-    def model_inputs(batch, device, features=None):
-        return {**real(batch, device, features), "index": list(batch["index"])}
+    def model_inputs(batch, device, features=None, **kwargs):
+        return {**real(batch, device, features, **kwargs), "index": list(batch["index"])}
     return model_inputs
 
 

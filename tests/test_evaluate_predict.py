@@ -146,3 +146,42 @@ def test_a_box_task_prints_boxes_only_and_a_text_task_its_answer(tiny_run, tmp_p
     answer = api.load(tiny_run).predict(folder / "rgba.png", question, top_k=0)
     assert answer.task == "vqa"
     assert vqa.output.strip().splitlines() == [f"rgba.png '{question}' (vqa) -> {answer.text or '(empty)'}"]
+
+
+def test_decoding_from_a_feature_cache_equals_decoding_the_cached_values_live(tiny_run, tiny_world, tmp_path):
+    """The ablation scores its variants from one shared cache of the test split's visual features. Oracle: the
+    same checkpoint decoding live, its encoder's outputs rounded as the cache stores them; the swapped
+    samples (another sample's image or crop) read the other sample's entry."""
+    import torch
+
+    from gpvcli.data.dataset import feature_key, input_pixels
+    from gpvcli.eval import grounding
+    from gpvcli.eval.evaluate import Decoder
+    from gpvcli.model.feature_cache import build_feature_cache, decode_rows, encode_rows, visual_fingerprint
+
+    store = SplitStore(tiny_world["data"] / "test.h5")
+    checkpoint = resolve_checkpoint(tiny_run)
+    live = Decoder(checkpoint)
+    encoder, size = live.model.visual, tuple(live.cfg.visual.image_size)
+    keys = {feature_key(store, i): i for i in range(len(store))}
+    path = build_feature_cache(encoder, ((k, input_pixels(store, i, size)) for k, i in keys.items()), tmp_path / "t.h5",
+                               batch_size=5, fingerprint=visual_fingerprint(encoder, live.cfg.visual))
+    forward = encoder.forward
+    encoder.forward = lambda images: decode_rows({k: torch.from_numpy(v) for k, v in
+                                                  encode_rows(forward(images), "float16").items()})
+    cached = Decoder(checkpoint, features=path)
+    cached.model.visual.forward = lambda images: pytest.fail("the cached decoder ran its visual encoder")
+    swap = grounding.pairings(store, np.arange(len(store)))["cls"]
+    for args in ((np.arange(len(store)),), (swap.targets,)):
+        extra = {} if len(args[0]) == len(store) else {"image_of": swap.image_of, "query_of": swap.query_of}
+        want, got = live(store, *args, batch_size=4, **extra), cached(store, *args, batch_size=4, **extra)
+        assert [p["index"] for p in got] == [p["index"] for p in want]
+        assert [p["text"] for p in got] == [p["text"] for p in want]
+        for a, b in zip(got, want):
+            torch.testing.assert_close(torch.from_numpy(a["boxes"]), torch.from_numpy(b["boxes"]), atol=1e-4, rtol=0)
+    result = evaluate(tiny_run, split="test", out_dir=tmp_path / "e", features=path, show_progress=False)
+    assert result["protocol"]["visual_features"] == f"read from the feature cache {path}"
+    other = tmp_path / "other.h5"
+    build_feature_cache(encoder, [("img:0", input_pixels(store, 0, size))], other, fingerprint="another encoder")
+    with pytest.raises(GPVError, match="computed with a different visual encoder"):
+        Decoder(checkpoint, features=other)

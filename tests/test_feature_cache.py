@@ -133,3 +133,21 @@ def test_int8_cache_within_half_a_step_of_the_encoder_and_half_the_bytes(tmp_pat
     with h5py.File(path) as f:
         assert sum(f[n].id.get_storage_size() for n in f if n != "keys") == 3 * per["int8"]
     cache.close()
+
+
+@pytest.mark.parametrize("form", ["float16", "int8"])
+def test_rows_from_memory_equal_rows_from_disk(tmp_path, encoder, form):
+    fp = visual_fingerprint(encoder, CFG)
+    path = build_feature_cache(encoder, _items(4), tmp_path / "m.h5", batch_size=3, fingerprint=fp, form=form)
+    disk, memory = FeatureCache(path, fp), FeatureCache(path, fp, in_memory=True)
+    keys = ["img:3", "img:0", "img:3", "img:2"]      # any order, repeats allowed
+    got, want = memory.rows(keys), disk.rows(keys)
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype and got[name].equal(want[name])
+    path.unlink()                                    # read once, at opening: the file is no longer needed
+    with torch.no_grad():
+        want = encoder.eval()(_items(4)[1][1][None])
+    torch.testing.assert_close(memory.get(["img:1"])["boxes"], want["boxes"], rtol=1e-6, atol=1e-6)
+    with pytest.raises(GPVError, match="no entry 'img:7'"):
+        memory.rows(["img:7"])

@@ -4,14 +4,16 @@ Here that is the tiny recipe's pre-GPV stages (`gpvcli.quickstart.pretrain_encod
 then region-word alignment), run once for the whole ablation, or an existing align run (`--from RUN`, e.g.
 the quickstart's runs/quickstart/align). Every variant starts its GPV stage from that checkpoint through
 `train.init_from` (the modules a variant changes, per-task text heads and relevance conditioning, start as
-initialised: the align stage does not train them) and keeps its visual encoder frozen, so the train
-features are computed once here and shared. No variant of Tables 1-3 changes the visual encoder.
+initialised: the align stage does not train them) and keeps its visual encoder frozen, so the features of
+the train and test images are computed once here and shared: every variant trains on the first and is scored
+on the second. No variant of Tables 1-3 changes the visual encoder.
 
 OUT/pretrained/
     settings.json         what the pretraining was started with (config, data, budget, model overrides, --from);
                           a later `gpv ablate` with other ones is refused (another --out keeps both)
     classifier/, align/   the two stages, each a `gpv train` run (without --from)
     features/train.h5     the frozen visual encoder's outputs for every train image and crop of the four tasks
+    features/test.h5      the same for the test split
     done.json             written last: the checkpoint the variants start from, and the seconds taken
 A killed pretraining resumes where it stopped; a finished one is reused.
 """
@@ -33,6 +35,7 @@ from gpvcli.train.distributed import launched_rank
 FOLDER = "pretrained"
 DONE = "done.json"
 CACHE = Path(runs.FEATURES) / "train.h5"   # as a run folder's (`gpvcli.train.trainer`)
+TEST_CACHE = Path(runs.FEATURES) / "test.h5"
 
 
 def folder_of(out: Path) -> Path:
@@ -99,7 +102,12 @@ def ensure(out: Path, settings: dict, *, variant_config, show_progress: bool = T
             raise GPVError(f"{folder} was pretrained with other settings ({', '.join(differ)} differ)",
                            hint="use the same --config/--data/--budget/--set/--from as before, or another --out")
         if (folder / DONE).is_file():
-            return io.read_json(folder / DONE, "pretraining record")
+            done = io.read_json(folder / DONE, "pretraining record")
+            if done["feature_cache"] and "test_features" not in done and rank0:   # finished before test.h5 was
+                build_caches(folder, variant_config, Path(settings["data_dir"]), show_progress=show_progress)
+                done["test_features"] = str(folder / TEST_CACHE)
+                io.write_json(folder / DONE, done)
+            return done
         if rank0:
             io.write_json(saved, wanted)
         data = Path(settings["data_dir"])
@@ -113,11 +121,12 @@ def ensure(out: Path, settings: dict, *, variant_config, show_progress: bool = T
             return None
         cached = time.perf_counter()
         if settings["start"] is not None and uses_cache(variant_config):
-            log("shared visual feature cache of the train split")
-            build_cache(folder / CACHE, variant_config, data, show_progress=show_progress)
+            log("shared visual feature caches of the train and test splits")
+            build_caches(folder, variant_config, data, show_progress=show_progress)
             seconds["feature_cache"] = round(time.perf_counter() - cached, 1)
         done = {"start": settings["start"], "from": settings["from"], "seconds": seconds,
-                "feature_cache": str(folder / CACHE) if (folder / CACHE).is_file() else None}
+                "feature_cache": str(folder / CACHE) if (folder / CACHE).is_file() else None,
+                "test_features": str(folder / TEST_CACHE) if (folder / TEST_CACHE).is_file() else None}
         io.write_json(folder / DONE, done)
         return done
 
@@ -128,15 +137,27 @@ def uses_cache(cfg) -> bool:
     return t.cache_features and t.frozen_visual_epochs > 0
 
 
-def build_cache(path: Path, cfg, data: Path, *, show_progress: bool) -> None:
-    """The feature cache that a GPV run of `cfg` builds for itself (`gpvcli.train.stages.ensure_feature_cache`)."""
+def build_caches(folder: Path, cfg, data: Path, *, show_progress: bool) -> None:
+    """The feature cache that a GPV run of `cfg` builds for itself (`gpvcli.train.stages.ensure_feature_cache`),
+    and the same for the test samples of its tasks."""
+    from gpvcli.data.store import SplitStore
     from gpvcli.device import pick_device
     from gpvcli.train.distributed import Dist
     from gpvcli.train.stages import GPVStage, ensure_feature_cache
 
     device = pick_device(cfg.train.device)
     stage = GPVStage(cfg, data, device)
-    ensure_feature_cache(stage.visual, cfg, stage.train_set, path, Dist(device=device), show_progress)
+    dist = Dist(device=device)
+    ensure_feature_cache(stage.visual, cfg, stage.train_set, folder / CACHE, dist, show_progress)
+    test = SplitStore(data / "test.h5")
+    ensure_feature_cache(stage.visual, cfg, stage.dataset(test, cfg.train.tasks), folder / TEST_CACHE, dist,
+                         show_progress)
+
+
+def test_features(out: Path) -> Path | None:
+    """The shared feature cache of the test split, when the pretraining made one."""
+    path = folder_of(out) / TEST_CACHE
+    return path if path.is_file() else None
 
 
 def link_cache(out: Path, run: Path) -> None:

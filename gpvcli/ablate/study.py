@@ -138,7 +138,8 @@ def _run_variant(variant: Variant, folder: Path, *, settings: dict, show_progres
     metrics, subset = {}, {}
     for task in variant.tasks:
         scored = evaluate(folder, split="test", data_dir=data_dir, out_dir=folder / "eval" / task, tasks=[task],
-                          limit=settings["eval_samples"] or None, show_progress=show_progress)["tasks"]
+                          limit=settings["eval_samples"] or None, features=pretrain.test_features(folder.parent),
+                          show_progress=show_progress)["tasks"]
         if task in scored:
             metrics[task] = scored[task]
             subset[task] = {"n": scored[task]["n"], "n_unseen": scored[task]["n_unseen"]}

@@ -47,10 +47,13 @@ def file_hash(path: Path) -> str:
 def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: str | Path | None = None,
              out_dir: str | Path | None = None, batch_size: int = 64, beam_size: int = 1, cls_mask: bool = False,
              limit: int | None = None, tasks: list[str] | None = None, device: str = "auto",
-             checks: bool = True, show_progress: bool = True) -> dict:
+             checks: bool = True, features: str | Path | None = None, show_progress: bool = True) -> dict:
     """Decode and score `split` (only `tasks`, when given; only the first `limit` of those samples, when
     given), and, with `checks`, score every task again with its image or query swapped (the grounding
-    checks, `gpvcli.eval.grounding`); returns the metrics dict written to metrics.json."""
+    checks, `gpvcli.eval.grounding`); returns the metrics dict written to metrics.json.
+    `features`: a feature cache of the split's images and crops (`gpvcli.model.feature_cache`) made by this
+    checkpoint's visual encoder (refused otherwise), read instead of running the encoder: what the
+    ablation's variants do, whose frozen encoder is shared. Keys it lacks are computed live."""
     from gpvcli.model.checkpoint import WEIGHTS
 
     if split not in ("test", "val"):
@@ -61,7 +64,7 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
     indices = np.arange(len(store)) if tasks is None else np.flatnonzero(np.isin(np.asarray(store.tasks), tasks))
     indices = indices[:limit]
     swaps = grounding.pairings(store, indices) if checks else {}
-    decoder = Decoder(checkpoint, device=device)
+    decoder = Decoder(checkpoint, device=device, features=features)
     options = {"batch_size": batch_size, "beam_size": beam_size, "cls_mask": cls_mask}
     with progress_bar(show_progress) as progress:
         def decode(title: str, targets: np.ndarray, **swap) -> list[dict]:
@@ -86,6 +89,7 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
                         "loc": "per-sample AP@0.5 on corner boxes (corrected GPV-1 metric)",
                         "cls": "exact match of category name or synonym"},
             "grounding_checks": grounding.PROTOCOL if checks else None,
+            "visual_features": "computed" if features is None else f"read from the feature cache {features}",
             "checkpoint": str(checkpoint), "checkpoint_sha256": file_hash(checkpoint / WEIGHTS),
             "data_sha256": file_hash(data_dir / f"{split}.h5"),
         },
@@ -98,14 +102,19 @@ def evaluate(run_or_checkpoint: str | Path, *, split: str = "test", data_dir: st
 
 
 class Decoder:
-    """A checkpoint's model, loaded once on `device`, that decodes store samples in one-task batches."""
+    """A checkpoint's model, loaded once on `device`, that decodes store samples in one-task batches; with
+    `features` (a feature cache file of this model's visual encoder), its visual outputs read from there."""
 
-    def __init__(self, checkpoint: Path, *, device: str = "auto", num_workers: int = 0):
+    def __init__(self, checkpoint: Path, *, device: str = "auto", num_workers: int = 0,
+                 features: str | Path | None = None):
         from gpvcli.model.checkpoint import load_model
+        from gpvcli.model.feature_cache import FeatureCache, visual_fingerprint
 
         self.device = pick_device(device)
         self.num_workers = num_workers        # DataLoader workers that read and resize the images
         self.model, self.cfg, self.vocab, self.tokenizer = load_model(checkpoint, device=str(self.device))
+        self.features = None if features is None else FeatureCache(
+            features, visual_fingerprint(self.model.visual, self.cfg.visual), in_memory=True)
 
     def __call__(self, store: SplitStore, indices: np.ndarray, *, image_of: np.ndarray | None = None,
                  query_of: np.ndarray | None = None, batch_size: int = 64, beam_size: int = 1,
@@ -114,12 +123,14 @@ class Decoder:
         each read with the image of `image_of` and the query of `query_of` when given (see GPVDataset)."""
         dataset = GPVDataset(store, self.vocab, image_size=tuple(self.cfg.visual.image_size),
                              max_answer_len=self.cfg.max_answer_len, indices=np.asarray(indices), image_of=image_of,
-                             query_of=query_of)
+                             query_of=query_of, use_features=self.features is not None)
+        collate = Collator(self.tokenizer)
+        dataset.features = collate.features = self.features
         loader = DataLoader(dataset, batch_sampler=runner.task_batches(dataset.tasks, batch_size),
-                            collate_fn=Collator(self.tokenizer), num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda")
+                            collate_fn=collate, num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
         return runner.predict(self.model, loader, self.vocab, device=self.device, beam_size=beam_size,
-                              cls_mask=cls_mask, progress=progress)
+                              cls_mask=cls_mask, encoder=self.model.visual if self.features is not None else None,
+                              progress=progress)
 
 
 def write_swapped(out: Path, store: SplitStore, swaps: dict[str, grounding.Swap],

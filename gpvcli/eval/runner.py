@@ -75,13 +75,16 @@ def model_inputs(batch: dict, device: torch.device, features: Callable | None = 
 
 @torch.inference_mode()
 def predict(model, loader: Iterable[dict], vocab: Vocab, *, device: torch.device, beam_size: int = 1,
-            cls_mask: bool = False, features: Callable | None = None, progress=None) -> list[dict]:
+            cls_mask: bool = False, features: Callable | None = None, encoder: torch.nn.Module | None = None,
+            progress=None) -> list[dict]:
+    """Decode every batch of `loader`; `encoder`: the frozen visual encoder that computes the images of the
+    samples a batch's feature cache lacks (see `model_inputs`)."""
     model.eval()
     allowed = category_mask(vocab).to(device) if cls_mask else None
     records = []
     for batch in loader:
         only_cls = allowed is not None and set(batch["task"]) == {"cls"}
-        out = model.generate(**model_inputs(batch, device, features), beam_size=beam_size,
+        out = model.generate(**model_inputs(batch, device, features, encoder=encoder), beam_size=beam_size,
                              allowed_words=allowed if only_cls else None)
         order = torch.sort(out["relevance"], dim=1, descending=True, stable=True).indices     # (B, Q)
         boxes = torch.gather(out["boxes"], 1, order[..., None].expand(-1, -1, 4)).float().cpu()

@@ -224,10 +224,11 @@ class FeatureCache:
     (pass None to skip the check). `rows(keys)` returns the stored arrays of those keys (see the
     module docstring), `get(keys)` the VisualEncoder.forward dict for them, batched, float32, on the
     CPU. The HDF5 file is opened lazily and reopened
-    in a forked process, so a cache can be shared with DataLoader workers.
+    in a forked process, so a cache can be shared with DataLoader workers. With `in_memory`, every
+    dataset is read once, here, and rows come from memory (forked workers share those pages).
     """
 
-    def __init__(self, path: str | Path, expected_fingerprint: str | None):
+    def __init__(self, path: str | Path, expected_fingerprint: str | None, *, in_memory: bool = False):
         self.path = Path(path)
         if not self.path.is_file():
             raise GPVError(f"feature cache not found: {self.path}")
@@ -249,6 +250,10 @@ class FeatureCache:
         self._index = {k: i for i, k in enumerate(names)}
         self._file: h5py.File | None = None
         self._pid = -1
+        self._arrays: dict[str, np.ndarray] | None = None
+        if in_memory:
+            with h5py.File(self.path, "r") as f:
+                self._arrays = {name: f[name][:] for name in self.datasets}
 
     def __len__(self) -> int:
         return len(self._index)
@@ -269,6 +274,9 @@ class FeatureCache:
         if missing:
             raise GPVError(f"feature cache {self.path} has no entry {missing[0]!r} ({len(missing)} missing)",
                            hint="rebuild the cache for this data")
+        if self._arrays is not None:
+            rows = np.array([self._index[k] for k in keys], dtype=np.int64)
+            return {name: torch.from_numpy(values[rows]) for name, values in self._arrays.items()}
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r")
             self._pid = os.getpid()

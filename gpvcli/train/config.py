@@ -56,6 +56,9 @@ class TrainConfig:
     cache_max_gb (float, 0): a bound on the cache's size in GB (1e9 bytes; 0 = none): whole images are
         cached first, then classification crops, while they fit; the frozen encoder computes the
         rest live in each batch.
+    cache_memory_gb (float, 2): a cache file up to this size in GB is read into memory once per process
+        (random reads of single rows from HDF5 can take longer than a small model's step); a larger one
+        is read from disk row by row.
     sampling ("uniform" | "task" | "balanced", "uniform"): mini-batch sampling (seed Sec. 2).
     task_weights (dict, {vqa: 1, cap: 0.05, cls: 1}): text-loss weight per task.
     box_weights (dict, {loss_ce: 1, loss_bbox: 5, loss_giou: 2}): box-loss weights.
@@ -96,6 +99,7 @@ class TrainConfig:
     cache_features: bool = True
     cache_form: Literal["float16", "int8"] = "float16"
     cache_max_gb: float = 0.0
+    cache_memory_gb: float = 2.0
     sampling: Literal["uniform", "task", "balanced"] = "uniform"
     task_weights: dict = field(default_factory=lambda: dict(DEFAULT_TASK_WEIGHTS))
     box_weights: dict = field(default_factory=lambda: dict(DEFAULT_BOX_WEIGHTS))

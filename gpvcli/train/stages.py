@@ -115,11 +115,11 @@ class GPVStage:
         self.train_store = SplitStore(data_dir / "train.h5")
         self.val_store = SplitStore(data_dir / "val.h5")
         t = cfg.train
-        self.train_set = self._dataset(self.train_store, t.tasks)
+        self.train_set = self.dataset(self.train_store, t.tasks)
         if len(self.train_set) == 0:
             raise GPVError(f"no training samples of tasks {t.tasks} in {data_dir}")
-        val = self._dataset(self.val_store, t.tasks)
-        self.val_set = self._dataset(self.val_store, t.tasks, val.indices[val_subset(len(val), t.val_samples, t.seed)])
+        val = self.dataset(self.val_store, t.tasks)
+        self.val_set = self.dataset(self.val_store, t.tasks, val.indices[val_subset(len(val), t.val_samples, t.seed)])
         self.collate = Collator(self.tokenizer)
         self.criterion = GPVCriterion(task_weights=t.task_weights, box_weights=t.box_weights,
                                       cost_class=t.cost_class, cost_bbox=t.cost_bbox, cost_giou=t.cost_giou,
@@ -144,7 +144,7 @@ class GPVStage:
             raise GPVError(f"train.init_from={folder} does not hold this model's weights ({brief(e)})",
                            hint="give the last/ or best/ of an align or gpv run of the same preset and data")
 
-    def _dataset(self, store: SplitStore, tasks: list[str], indices: np.ndarray | None = None) -> GPVDataset:
+    def dataset(self, store: SplitStore, tasks: list[str], indices: np.ndarray | None = None) -> GPVDataset:
         if indices is None:
             indices = np.flatnonzero(np.isin(np.asarray(store.tasks), tasks))
         return GPVDataset(store, self.vocab, image_size=tuple(self.cfg.model.visual.image_size),
@@ -218,7 +218,7 @@ def ensure_feature_cache(visual: VisualEncoder, cfg: RunConfig, dataset: GPVData
     """The feature cache of `dataset`'s images and crops for this visual encoder (in `train.cache_form`, within
     `train.cache_max_gb`), built on rank 0 if needed (absent, unreadable, made by another encoder, in another
     form or missing some keys: a cache is derived data, rebuilt rather than refused). Its images are read by
-    DataLoader workers."""
+    DataLoader workers. A cache file within `train.cache_memory_gb` is read into memory."""
     t = cfg.train
     v = cfg.model.visual
     per_key = bytes_per_sample(queries=v.num_queries, state_dim=visual.state_dim, roi_dim=visual.roi_dim,
@@ -243,7 +243,7 @@ def ensure_feature_cache(visual: VisualEncoder, cfg: RunConfig, dataset: GPVData
         build_feature_cache(visual, loader, path, fingerprint=fingerprint, show_progress=show_progress,
                             total=len(keys), batch_size=t.val_batch_size, form=t.cache_form)
     distributed.barrier(dist)
-    return FeatureCache(path, fingerprint)
+    return FeatureCache(path, fingerprint, in_memory=path.stat().st_size <= t.cache_memory_gb * 1e9)
 
 
 class _KeyImages(Dataset):
