@@ -112,8 +112,8 @@ def test_variant_names_round_trip_and_shared_variants_are_one():
     assert {STUDIES["tasks"][1][7].variant, STUDIES["relevance"][1][0].variant, STUDIES["heads"][1][1].variant} \
         == {ALL}
     seeded = study_variants(("relevance",), seeds=2)
-    assert [v.name for v in seeded] == [MULTI, MULTI[:-1] + "1", "vqa-cap-loc-cls_norel_modality_s0",
-                                        "vqa-cap-loc-cls_norel_modality_s1"]
+    assert [v.name for v in seeded] == [MULTI, "vqa-cap-loc-cls_norel_modality_s0", MULTI[:-1] + "1",
+                                        "vqa-cap-loc-cls_norel_modality_s1"]          # seed by seed
     assert study_variants(("tasks",), tasks=("vqa", "loc")) == [Variant(("vqa", "loc"))]
 
 

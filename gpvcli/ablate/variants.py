@@ -30,9 +30,9 @@ STUDY_NAMES = ("tasks", "relevance", "heads")
 # Presets without a recipe keep their own training settings; their default budget is the full schedule
 # (train.epochs) of the four-task model.
 RECIPES = {
-    # 1,500 steps of 32 samples (0.13 s a step from cached features, the quickstart's GPV stage: about 3.3 min
-    # a variant), so that --study all (10 variants, each scored on the whole test split with the grounding
-    # checks, about 16 min in all) fits within an hour on 2 CPU cores (measured times in the README).
+    # 1,500 steps of 32 samples from cached features (the quickstart's GPV stage runs 2,400), so that --study all
+    # (10 variants, each scored on the whole test split with the grounding checks, from the shared test
+    # features) fits within an hour on 2 CPU cores (measured times in the README).
     "tiny": {"steps": 1500, "overrides": ["train.val_samples=100", "train.save_every=100"]},
 }
 # Config fields a variant sets; --set must leave them alone.
@@ -133,14 +133,15 @@ def select_studies(study: str) -> tuple[str, ...]:
 
 
 def study_variants(studies: tuple[str, ...], *, tasks: tuple[str, ...] | None = None, seeds: int = 1) -> list[Variant]:
-    """The distinct variants of `studies` (or of the one Table 1 row `tasks`), each with seeds 0..seeds-1."""
+    """The distinct variants of `studies` (or of the one Table 1 row `tasks`), each with seeds 0..seeds-1, seed by
+    seed: an ablation stopped part-way has whole tables of its first seeds."""
     if seeds < 1:
         raise GPVError(f"--seeds {seeds}: need at least 1")
     if tasks is not None:
         contents = [Variant(tasks)]
     else:
         contents = [row.variant for s in studies for row in STUDIES[s][1]]
-    return [v.with_seed(seed) for v in dict.fromkeys(contents) for seed in range(seeds)]
+    return [v.with_seed(seed) for seed in range(seeds) for v in dict.fromkeys(contents)]
 
 
 def check_sets(sets: list[str]) -> None:
