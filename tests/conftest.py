@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,15 @@ def tiny_run(tiny_world, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(run, data_dir=tiny_world["data"], overrides=FAST_TRAIN + ["train.max_steps=2"], show_progress=False)
     return run
+
+
+HOLD = "import sys, time\nfrom pathlib import Path\nfrom gpvcli import locks\n" \
+       "with locks.writing(Path(sys.argv[1]), option='--run'):\n    print('held', flush=True)\n    time.sleep(600)"
+
+
+def hold_lock(folder: Path) -> subprocess.Popen:
+    """A process that holds the lock of `folder` (as a training would) until killed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.stdout.readline().strip() == "held"
+    return proc

@@ -12,7 +12,7 @@ import pytest
 import scipy.stats
 import typer
 import yaml
-from conftest import FAST_TRAIN
+from conftest import FAST_TRAIN, hold_lock
 from typer.testing import CliRunner
 
 from gpvcli import quickstart
@@ -220,7 +220,12 @@ def test_plan_lists_one_command_per_variant_and_collect_merges_finished(tiny_wor
     assert len(fake.pretrained) == 1 and fake.trained == [] and "variants start from" in result.output
     args = shlex.split(next(c for c in commands if f"--variant {MULTI} " in c))
     assert args[args.index("--set") + 1] == "model.dropout=0.2"
-    result = _cli(*args[args.index("ablate"):])          # one job of the plan
+    holder = hold_lock(out / "pretrained")     # another job of the array, checking the pretraining just now
+    try:
+        result = _cli(*args[args.index("ablate"):])          # one job of the plan: reads a finished pretraining
+    finally:
+        holder.kill()
+        holder.wait()
     assert result.exit_code == 0, result.output
     assert fake.trained == [MULTI] and not (out / "ablation.md").exists() and len(fake.pretrained) == 1
 

@@ -11,11 +11,10 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST_TRAIN
+from conftest import FAST_TRAIN, hold_lock
 from typer.testing import CliRunner
 
 from gpvcli import io, locks, runs
@@ -173,18 +172,6 @@ def test_evaluation_on_a_full_disk(tiny_run, tmp_path, monkeypatch):
 
 
 # ---- one writer per folder ------------------------------------------------------------------------
-
-HOLD = "import sys, time\nfrom pathlib import Path\nfrom gpvcli import locks\n" \
-       "with locks.writing(Path(sys.argv[1]), option='--run'):\n    print('held', flush=True)\n    time.sleep(600)"
-
-
-def hold_lock(folder: Path) -> subprocess.Popen:
-    """A process that holds the lock of `folder` (as a training would) until killed."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
 
 def test_a_second_writer_stops_at_once_and_changes_nothing(tiny_run, tiny_world, tmp_path, caplog):
     run = tmp_path / "runs" / "c"

@@ -94,20 +94,14 @@ def ensure(out: Path, settings: dict, *, variant_config, show_progress: bool = T
     folder = folder_of(out)
     wanted = settings_of(settings)
     rank0 = launched_rank() == 0
+    done = finished(folder, wanted)     # read without the lock: the variants of a job array start side by side
+    if done is not None:
+        return done
     with locks.writing(folder, option="--out") if rank0 else nullcontext():
-        saved = folder / "settings.json"
-        if saved.is_file() and io.read_json(saved, "pretraining settings") != wanted:
-            old = io.read_json(saved, "pretraining settings")
-            differ = [k for k in wanted if old.get(k) != wanted[k]]
-            raise GPVError(f"{folder} was pretrained with other settings ({', '.join(differ)} differ)",
-                           hint="use the same --config/--data/--budget/--set/--from as before, or another --out")
-        if (folder / DONE).is_file():
-            done = io.read_json(folder / DONE, "pretraining record")
-            if done["feature_cache"] and "test_features" not in done and rank0:   # finished before test.h5 was
-                build_caches(folder, variant_config, Path(settings["data_dir"]), show_progress=show_progress)
-                done["test_features"] = str(folder / TEST_CACHE)
-                io.write_json(folder / DONE, done)
+        done = finished(folder, wanted)
+        if done is not None:
             return done
+        saved = folder / "settings.json"
         if rank0:
             io.write_json(saved, wanted)
         data = Path(settings["data_dir"])
@@ -129,6 +123,18 @@ def ensure(out: Path, settings: dict, *, variant_config, show_progress: bool = T
                 "test_features": str(folder / TEST_CACHE) if (folder / TEST_CACHE).is_file() else None}
         io.write_json(folder / DONE, done)
         return done
+
+
+def finished(folder: Path, wanted: dict) -> dict | None:
+    """done.json of a finished pretraining in `folder` (None when unfinished); refuses one started with other
+    settings than `wanted`."""
+    saved = folder / "settings.json"
+    old = io.read_json(saved, "pretraining settings") if saved.is_file() else wanted
+    if old != wanted:
+        differ = [k for k in wanted if old.get(k) != wanted[k]]
+        raise GPVError(f"{folder} was pretrained with other settings ({', '.join(differ)} differ)",
+                       hint="use the same --config/--data/--budget/--set/--from as before, or another --out")
+    return io.read_json(folder / DONE, "pretraining record") if (folder / DONE).is_file() else None
 
 
 def uses_cache(cfg) -> bool:
