@@ -30,7 +30,7 @@ DETECTOR_STEPS="${GPV_EXAMPLE_DETECTOR_STEPS:-600}"    # detector pretraining st
 STEPS="${GPV_EXAMPLE_STEPS:-1200}"                     # GPV training steps (batch 32)
 EVAL_LIMIT="${GPV_EXAMPLE_EVAL_LIMIT:-0}"              # test samples scored by 04_evaluate (0 = all)
 REPORT_N="${GPV_EXAMPLE_REPORT_N:-10}"                 # images in the HTML report
-ABLATE_BUDGET="${GPV_EXAMPLE_ABLATE_BUDGET:-1}"        # 1 = 1,500 steps a variant for the tiny preset
+ABLATE_BUDGET="${GPV_EXAMPLE_ABLATE_BUDGET:-1}"        # 1 = 1,500 steps of the four-task model (tiny preset)
 ABLATE_EVAL_SAMPLES="${GPV_EXAMPLE_ABLATE_EVAL_SAMPLES:-0}"   # test samples scored per task and variant (0: all)
 INFO_CONFIGS="${GPV_EXAMPLE_INFO_CONFIGS-tiny gpv1}"   # presets whose tables 09_info prints
 QUICKSTART_BUDGET="${GPV_EXAMPLE_QUICKSTART_BUDGET:-1}"  # 1 = 200 warm-up + 600 alignment + 2,400 GPV steps

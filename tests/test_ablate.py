@@ -30,6 +30,8 @@ from gpvcli.ablate.variants import (
     resolve,
     steps_for,
     study_variants,
+    train_samples,
+    variant_steps,
 )
 from gpvcli.cli.ablate import ablate_command
 from gpvcli.config import load_yaml, to_dict
@@ -117,28 +119,53 @@ def test_variant_names_round_trip_and_shared_variants_are_one():
     assert study_variants(("tasks",), tasks=("vqa", "loc")) == [Variant(("vqa", "loc"))]
 
 
+def settings_of(schedule: str = "steps", steps: int = 7, sets: tuple[str, ...] = ("model.dropout=0.2",)) -> dict:
+    """An ablation's settings (the fields `resolve` reads) on stand-in train sample counts."""
+    return {"config": "tiny", "steps": steps, "schedule": schedule, "overrides": common_overrides("tiny", sets=list(sets)),
+            "train_samples": {"vqa": 100, "cap": 200, "loc": 300, "cls": 400}}
+
+
 def test_variants_differ_only_in_what_their_study_changes():
-    common = common_overrides("tiny", steps=7, sets=["model.dropout=0.2"])
+    settings = settings_of("steps")
     for name, (_, rows) in STUDIES.items():
-        configs = [resolve(row.variant, config="tiny", common=common) for row in rows]
+        configs = [resolve(row.variant, settings) for row in rows]
         assert all(c.train.max_steps == 7 and c.model.dropout == 0.2 for c in configs)
         for a in configs:
             for b in configs:
                 assert set(config_diff(a, b)) <= set(STUDY_CHANGES[name])
         assert config_diff(configs[0], configs[1]) == list(STUDY_CHANGES[name])
-    seeded = [resolve(ALL.with_seed(s), config="tiny", common=common) for s in (0, 1)]
+    seeded = [resolve(ALL.with_seed(s), settings) for s in (0, 1)]
     assert config_diff(*seeded) == ["train.seed"]
-    with pytest.raises(GPVError, match="what the ablation varies"):
-        common_overrides("tiny", steps=7, sets=["train.tasks=[vqa]"])
+    for field in ("train.tasks=[vqa]", "train.max_steps=3", "train.epochs=2"):
+        with pytest.raises(GPVError, match="what the ablation varies"):
+            common_overrides("tiny", sets=[field])
+
+
+def test_epochs_schedule_gives_every_variant_the_same_passes_over_its_own_samples():
+    # 1,000 samples of the four tasks in 50 steps: each variant its share of them (100 vqa, 200 cap, ...)
+    settings = settings_of("epochs", steps=50)
+    expected = {("vqa",): 5, ("cap",): 10, ("loc",): 15, ("cls",): 20, ("vqa", "cap"): 15, ("loc", "cls"): 35,
+                ("vqa", "cap", "loc"): 30, ALL.tasks: 50}
+    for tasks, steps in expected.items():
+        cfg = resolve(Variant(tasks), settings)
+        assert cfg.train.max_steps == cfg.train.epochs == steps, tasks
+    assert variant_steps(Variant(("vqa",)), steps=3, schedule="epochs", samples=settings["train_samples"]) == 1
+    # Tables 2 and 3 compare four-task models: the same steps either way
+    for _, rows in (STUDIES["relevance"], STUDIES["heads"]):
+        assert {resolve(row.variant, settings).train.max_steps for row in rows} == {50}
+    with pytest.raises(GPVError, match="--schedule 'days' is unknown"):
+        variant_steps(ALL, steps=1, schedule="days", samples={})
 
 
 def test_default_step_budget(tiny_world, tmp_path):
-    assert default_steps("tiny", tiny_world["data"], []) == RECIPES["tiny"]["steps"] == 1500
+    samples = train_samples(tiny_world["data"])
+    assert samples == {t: tiny_world["stats"]["rows"][t]["Train"] for t in ALL.tasks}
+    assert default_steps("tiny", samples, []) == RECIPES["tiny"]["steps"] == 1500
     preset = tmp_path / "small.yaml"       # a preset without a recipe: its full four-task schedule
     preset.write_text(yaml.safe_dump({"model": load_yaml("tiny")["model"], "train": {"epochs": 2, "batch_size": 50}}))
-    n = sum(tiny_world["stats"]["rows"][t]["Train"] for t in ALL.tasks)
-    assert default_steps(str(preset), tiny_world["data"], []) == 2 * (n // 50)
-    assert default_steps(str(preset), tiny_world["data"], ["train.batch_size=10"]) == 2 * (n // 10)
+    n = sum(samples.values())
+    assert default_steps(str(preset), samples, []) == 2 * (n // 50)
+    assert default_steps(str(preset), samples, ["train.batch_size=10"]) == 2 * (n // 10)
     assert steps_for(0.5, 300) == 150 and steps_for(1e-6, 300) == 1
     with pytest.raises(GPVError, match="positive"):
         steps_for(0, 300)
@@ -373,13 +400,16 @@ def test_real_variant_trains_evaluates_and_is_reused(tiny_world, tmp_path, monke
     from safetensors.torch import load_file
 
     out = tmp_path / "ablate"
-    sets = [s for s in FAST_TRAIN if not s.startswith("train.frozen_visual_epochs")]    # frozen, features cached
+    # the visual encoder frozen, features cached; the steps are the ablation's
+    sets = [s for s in FAST_TRAIN if not s.startswith(("train.frozen_visual_epochs", "train.epochs"))]
     kwargs = {"tasks": "vqa,loc", "data_dir": tiny_world["data"], "out": out, "budget": 0.004, "eval_samples": 6,
               "sets": sets, "show_progress": False}
     report = study.run_ablation(**kwargs)
     folder = out / "vqa-loc_rel_modality_s0"
     result = report["results"][folder.name]
-    assert result["steps"] == round(0.004 * RECIPES["tiny"]["steps"]) and set(result["metrics"]) == {"vqa", "loc"}
+    n = {t: tiny_world["stats"]["rows"][t]["Train"] for t in ALL.tasks}      # the same epochs as the four tasks'
+    steps = round(0.004 * RECIPES["tiny"]["steps"] * (n["vqa"] + n["loc"]) / sum(n.values()))
+    assert result["steps"] == steps > 0 and set(result["metrics"]) == {"vqa", "loc"}
     assert result["eval"]["subset"]["vqa"]["n"] == 6 and (folder / "eval" / "loc" / "metrics.json").is_file()
     assert result["parameters"] > 0 and "grounding" in result["metrics"]["loc"]
     # started from the shared align run, whose visual encoder it kept frozen, reading the shared cache

@@ -68,9 +68,9 @@ def _ablate(home, runs, out):
     folder = runs / "ablate"
     assert len((folder / "plan.txt").read_text().splitlines()) == 11   # the pretraining, the 10 variants of all
     assert (folder / "pretrained" / "done.json").is_file()                    # `bash plan.sh 0`
-    assert "finished (3 steps)" in out                                        # `bash plan.sh 1` ran the first
-    result = json.loads((folder / "vqa_rel_modality_s0" / "result.json").read_text())
-    assert result["steps"] == 3 and set(result["metrics"]) == {"vqa"}
+    assert "finished (3 steps)" in out                                        # `bash plan.sh 8`: the four tasks
+    result = json.loads((folder / "vqa-cap-loc-cls_rel_modality_s0" / "result.json").read_text())
+    assert result["steps"] == 3 and set(result["metrics"]) == {"vqa", "cap", "loc", "cls"}
     for name in ("ablation.json", "ablation.md", "figure1.png"):
         assert (folder / name).is_file(), name
 

@@ -16,7 +16,7 @@ The ablation folder (OUT, default runs/ablate/):
 
 A finished variant (result.json) is never redone; an unfinished one continues from its last/ checkpoint;
 the pretraining likewise (done.json).
-A variant whose folder was trained with another config (other --budget, --set or --from) is refused.
+A variant whose folder was trained with another config (other --budget, --schedule, --set or --from) is refused.
 One process writes OUT at a time (`gpvcli.locks`; a plan's jobs lock only their own folder, pretrained/ or
 the variant's, as `gpv train` does, so that the variants can run side by side).
 """
@@ -36,6 +36,7 @@ from gpvcli.ablate.variants import (
     ALL,
     STUDY_NAMES,
     Variant,
+    check_schedule,
     common_overrides,
     config_diff,
     default_steps,
@@ -43,6 +44,8 @@ from gpvcli.ablate.variants import (
     select_studies,
     steps_for,
     study_variants,
+    train_samples,
+    variant_overrides,
 )
 from gpvcli.config import DEFAULT_PRESET
 from gpvcli.default_data import prepared_data
@@ -57,29 +60,32 @@ DEFAULT_OUT = Path("runs/ablate")
 # Test samples scored per task (the first ones of each task in the prepared test split: the same fixed
 # subset for every variant); 0, the default, scores the whole split.
 EVAL_SAMPLES = 0
+DEFAULT_SCHEDULE = "epochs"       # see gpvcli.ablate.variants.SCHEDULES
 
 
 def study_settings(*, config: str, data_dir: Path, out: Path, budget: float, sets: list[str], eval_samples: int,
-                   source: str | Path | None = None) -> dict:
-    """What every variant shares: the config, data, start (`gpvcli.ablate.pretrain`), step budget,
-    overrides and test subset."""
+                   source: str | Path | None = None, schedule: str = DEFAULT_SCHEDULE) -> dict:
+    """What every variant shares: the config, data, start (`gpvcli.ablate.pretrain`), step budget (the
+    four-task model's steps, and the schedule that gives the others theirs), overrides and test subset."""
     if eval_samples < 0:
         raise GPVError(f"--eval-samples {eval_samples}: need 0 (all) or more")
-    steps = steps_for(budget, default_steps(config, data_dir, sets))
+    check_schedule(schedule)
+    samples = train_samples(data_dir)
+    steps = steps_for(budget, default_steps(config, samples, sets))
     start = pretrain.start_of(out, config=config, source=source)
-    return {"config": config, "data_dir": str(data_dir), "budget": budget, "steps": steps, "sets": list(sets),
+    return {"config": config, "data_dir": str(data_dir), "budget": budget, "steps": steps, "schedule": schedule,
+            "train_samples": samples, "sets": list(sets),
             "from": None if source is None else str(Path(source).resolve()),
             "start": None if start is None else str(start),
-            "overrides": common_overrides(config, steps=steps, sets=list(sets), start=start),
+            "overrides": common_overrides(config, sets=list(sets), start=start),
             "eval_samples": eval_samples}
 
 
 def ensure_start(out: Path, settings: dict, *, show_progress: bool = True,
                  log: Callable[[str], None] = lambda message: None) -> dict | None:
     """The shared pretraining and feature cache of OUT (run, resumed or reused; see `pretrain.ensure`)."""
-    return pretrain.ensure(out, settings, variant_config=resolve(ALL, config=settings["config"],
-                                                                 common=settings["overrides"]),
-                           show_progress=show_progress, log=log)
+    return pretrain.ensure(out, settings, variant_config=resolve(ALL, settings), show_progress=show_progress,
+                           log=log)
 
 
 def _check_config(folder: Path, variant: Variant, settings: dict) -> None:
@@ -91,12 +97,11 @@ def _check_config(folder: Path, variant: Variant, settings: dict) -> None:
     saved = folder / runs.CONFIG
     if not saved.is_file():
         return
-    diff = config_diff(load_run_config(saved), resolve(variant, config=settings["config"],
-                                                        common=settings["overrides"]))
+    diff = config_diff(load_run_config(saved), resolve(variant, settings))
     if diff:
         raise GPVError(f"variant {variant.name} in {folder.parent} was trained with other settings "
                        f"({', '.join(diff[:3])} differ)",
-                       hint="use the same --config/--budget/--set as before, or another --out")
+                       hint="use the same --config/--budget/--schedule/--set as before, or another --out")
 
 
 def run_variant(variant: Variant, *, out: Path, settings: dict, show_progress: bool = True) -> dict | None:
@@ -127,7 +132,7 @@ def _run_variant(variant: Variant, folder: Path, *, settings: dict, show_progres
     start = time.perf_counter()
     try:
         outcome = train(folder, config=settings["config"], data_dir=data_dir,
-                        overrides=() if resume else [*settings["overrides"], *variant.overrides()],
+                        overrides=() if resume else variant_overrides(variant, settings),
                         resume=resume, show_progress=show_progress)
     except Interrupted as e:
         e.hint = "rerun the same `gpv ablate` to continue"
@@ -182,7 +187,8 @@ def select_variants(*, study: str, tasks: str | None, variant: str | None, seeds
 
 def run_ablation(*, study: str = "tasks", tasks: str | None = None, variant: str | None = None,
                  config: str = DEFAULT_PRESET, data_dir: str | Path | None = None, out: str | Path = DEFAULT_OUT,
-                 budget: float = 1.0, seeds: int = 1, sets: list[str] | tuple[str, ...] = (),
+                 budget: float = 1.0, schedule: str = DEFAULT_SCHEDULE, seeds: int = 1,
+                 sets: list[str] | tuple[str, ...] = (),
                  eval_samples: int = EVAL_SAMPLES, source: str | Path | None = None, pretrain_only: bool = False,
                  show_progress: bool = True, log: Callable[[str], None] = lambda message: None) -> dict:
     """Run the shared pretraining (once; reused while its settings match) or take `source`'s encoders, then
@@ -199,7 +205,8 @@ def run_ablation(*, study: str = "tasks", tasks: str | None = None, variant: str
     whole = variant is None and not pretrain_only and launched_rank() == 0     # this process writes OUT itself
     with locks.writing(out, option="--out") if whole else nullcontext():
         settings = study_settings(config=config, data_dir=prepared_data(data_dir, show_progress=show_progress),
-                                  out=out, budget=budget, sets=list(sets), eval_samples=eval_samples, source=source)
+                                  out=out, budget=budget, sets=list(sets), eval_samples=eval_samples, source=source,
+                                  schedule=schedule)
         if whole:
             io.write_json(out / "settings.json", settings)
         pretrained = ensure_start(out, settings, show_progress=show_progress, log=log)
@@ -223,7 +230,7 @@ def job_command(job: list[str], settings: dict, *, out: Path, launcher: str | No
         config = str(Path(config).resolve())
     prefix = [*shlex.split(launcher), "-m", "gpvcli"] if launcher else ["gpv"]
     args = ["ablate", *job, "--config", config, "--data", settings["data_dir"],
-            "--out", str(out.resolve()), "--budget", f"{settings['budget']:g}",
+            "--out", str(out.resolve()), "--budget", f"{settings['budget']:g}", "--schedule", settings["schedule"],
             "--eval-samples", str(settings["eval_samples"]),
             *(["--from", settings["from"]] if settings["from"] else []),
             *(a for s in settings["sets"] for a in ("--set", s))]
@@ -231,7 +238,8 @@ def job_command(job: list[str], settings: dict, *, out: Path, launcher: str | No
 
 
 def plan(*, study: str = "tasks", tasks: str | None = None, config: str = DEFAULT_PRESET,
-         data_dir: str | Path | None = None, out: str | Path = DEFAULT_OUT, budget: float = 1.0, seeds: int = 1,
+         data_dir: str | Path | None = None, out: str | Path = DEFAULT_OUT, budget: float = 1.0,
+         schedule: str = DEFAULT_SCHEDULE, seeds: int = 1,
          sets: list[str] | tuple[str, ...] = (), eval_samples: int = EVAL_SAMPLES, source: str | Path | None = None,
          launcher: str | None = None) -> dict:
     """The pretraining command, then one command per variant, saved as OUT/plan.txt (one per line) and
@@ -241,7 +249,7 @@ def plan(*, study: str = "tasks", tasks: str | None = None, config: str = DEFAUL
     out = Path(out)
     studies, variants = select_variants(study=study, tasks=tasks, variant=None, seeds=seeds)
     settings = study_settings(config=config, data_dir=prepared_data(data_dir), out=out, budget=budget,
-                              sets=list(sets), eval_samples=eval_samples, source=source)
+                              sets=list(sets), eval_samples=eval_samples, source=source, schedule=schedule)
     with locks.writing(out, option="--out"):
         first = job_command(["--pretrain"], settings, out=out, launcher=launcher)
         commands = [first, *(job_command(["--variant", v.name], settings, out=out, launcher=launcher)
@@ -332,8 +340,11 @@ def markdown(report: dict) -> str:
     lines = ["# GPV-1 ablations", ""]
     s = report["settings"]
     if s:
-        lines += [(f"Config `{s['config']}`, {s['steps']} optimizer steps per variant (budget {s['budget']:g}), "
-                   f"data `{s['data_dir']}`; overrides: `{' '.join(s['overrides'])}`."), ""]
+        per = ("per variant" if s.get("schedule") == "steps" else
+               "for the four-task model, the others in proportion to their training samples (the same epochs)")
+        lines += [(f"Config `{s['config']}`, {s['steps']} optimizer steps {per} (budget {s['budget']:g}, "
+                   f"schedule {s.get('schedule', 'steps')}), data `{s['data_dir']}`; overrides: "
+                   f"`{' '.join(s['overrides'])}`."), ""]
         start = s.get("start")
         lines += [f"Every variant starts from `{start}`"
                   + (" (`--from`)." if s.get("from") else " (the shared pretraining).") if start else

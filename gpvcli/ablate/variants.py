@@ -36,7 +36,13 @@ RECIPES = {
     "tiny": {"steps": 1500, "overrides": ["train.val_samples=100", "train.save_every=100"]},
 }
 # Config fields a variant sets; --set must leave them alone.
-VARIANT_FIELDS = ("train.tasks", "model.relevance_conditioning", "model.heads", "train.seed")
+VARIANT_FIELDS = ("train.tasks", "model.relevance_conditioning", "model.heads", "train.seed", "train.max_steps",
+                  "train.epochs")
+# How a variant's steps follow from the budget (the four-task model's steps): "epochs", the paper's unit,
+# gives every variant the same passes over its own training samples (steps in proportion to them), so that
+# a task's samples are seen as often alone as in multitask training; "steps" gives every variant the same steps
+# (a task alone then sees its samples several times as often as in the four-task model).
+SCHEDULES = ("epochs", "steps")
 # The config fields each study varies (everything else must be equal between its variants).
 STUDY_CHANGES = {"tasks": ("train.tasks",), "relevance": ("model.relevance_conditioning",),
                  "heads": ("model.heads",)}
@@ -149,25 +155,42 @@ def check_sets(sets: list[str]) -> None:
         key = text.split("=", 1)[0].strip()
         if key in VARIANT_FIELDS:
             raise GPVError(f"--set {key} is what the ablation varies",
-                           hint="choose tasks with --tasks, seeds with --seeds, and studies with --study")
+                           hint="choose tasks with --tasks, seeds with --seeds, studies with --study and steps "
+                                "with --budget and --schedule")
 
 
-def default_steps(config: str, data_dir: Path, sets: list[str]) -> int:
-    """One variant's step budget at --budget 1 (see RECIPES)."""
-    if config in RECIPES:
-        return RECIPES[config]["steps"]
+def train_samples(data_dir: Path) -> dict[str, int]:
+    """Training samples of each ablation task in the prepared data."""
     from gpvcli.data.store import SplitStore
 
+    tasks = SplitStore(Path(data_dir) / "train.h5").tasks
+    return {t: tasks.count(t) for t in TASK_ORDER}
+
+
+def default_steps(config: str, samples: dict[str, int], sets: list[str]) -> int:
+    """The four-task model's step budget at --budget 1 (see RECIPES); `samples`: `train_samples`."""
+    if config in RECIPES:
+        return RECIPES[config]["steps"]
     t = load_run_config(config, sets).train
-    n = sum(task in TASK_ORDER for task in SplitStore(data_dir / "train.h5").tasks)
-    return t.epochs * max(1, n // t.batch_size)
+    return t.epochs * max(1, sum(samples.values()) // t.batch_size)
 
 
-def common_overrides(config: str, *, steps: int, sets: list[str], start: str | Path | None = None) -> list[str]:
+def check_schedule(schedule: str) -> None:
+    if schedule not in SCHEDULES:
+        raise GPVError(f"--schedule {schedule!r} is unknown", hint=f"use {' or '.join(SCHEDULES)}")
+
+
+def variant_steps(variant: Variant, *, steps: int, schedule: str, samples: dict[str, int]) -> int:
+    """A variant's steps when the four-task model trains `steps` (see SCHEDULES)."""
+    check_schedule(schedule)
+    if schedule == "steps":
+        return steps
+    return max(1, round(steps * sum(samples[t] for t in variant.tasks) / sum(samples.values())))
+
+
+def common_overrides(config: str, *, sets: list[str], start: str | Path | None = None) -> list[str]:
     """Overrides every variant shares: the preset's recipe, the start (the GPV stage of the quickstart's
-    recipe from checkpoint `start`, see `gpvcli.ablate.pretrain`), the step budget, then the user's --set.
-    train.epochs is raised to `steps` (an epoch has at least one step) so that the step cap, not the
-    size of a variant's data, ends every run: the same budget for all."""
+    recipe from checkpoint `start`, see `gpvcli.ablate.pretrain`), then the user's --set."""
     check_sets(sets)
     recipe = RECIPES.get(config, {}).get("overrides", [])
     if start is None:
@@ -176,12 +199,21 @@ def common_overrides(config: str, *, steps: int, sets: list[str], start: str | P
         begin = quickstart.gpv_overrides(Path(start))
     else:
         begin = [f"train.init_from={Path(start).resolve()}"]
-    return [*recipe, *begin, f"train.max_steps={steps}", f"train.epochs={steps}", *sets]
+    return [*recipe, *begin, *sets]
 
 
-def resolve(variant: Variant, *, config: str, common: list[str]) -> RunConfig:
-    """The resolved run config of a variant."""
-    return load_run_config(config, [*common, *variant.overrides()])
+def variant_overrides(variant: Variant, settings: dict) -> list[str]:
+    """All overrides of a variant of an ablation's `settings` (`gpvcli.ablate.study.study_settings`): the common
+    ones, the variant's own and its steps. train.epochs is raised to the steps (an epoch has at least one
+    step) so that the step cap ends every run."""
+    steps = variant_steps(variant, steps=settings["steps"], schedule=settings["schedule"],
+                          samples=settings["train_samples"])
+    return [*settings["overrides"], *variant.overrides(), f"train.max_steps={steps}", f"train.epochs={steps}"]
+
+
+def resolve(variant: Variant, settings: dict) -> RunConfig:
+    """The resolved run config of a variant of an ablation's `settings`."""
+    return load_run_config(settings["config"], variant_overrides(variant, settings))
 
 
 def steps_for(budget: float, base: int) -> int:

@@ -17,8 +17,11 @@ def ablate_command(
     config: str = config_option(),
     data: Path | None = data_option(),
     out: Path = typer.Option(Path("runs/ablate"), "--out", help="Ablation folder (one folder per variant)."),
-    budget: float = typer.Option(1.0, "--budget", help="Multiplies the default step budget of every variant "
+    budget: float = typer.Option(1.0, "--budget", help="Multiplies the four-task model's default step budget "
                                  "(tiny: 1500 steps of 32 samples; other presets: their full schedule)."),
+    schedule: str = typer.Option("epochs", "--schedule", help="epochs: every variant trains the four-task model's "
+                                 "epochs over its own samples (the paper's unit); steps: every variant the "
+                                 "four-task model's steps."),
     seeds: int = typer.Option(1, "--seeds", help="Repeat each variant with seeds 0..N-1 (mean ± std; findings "
                               "judged against 2 standard errors, or a paired bootstrap with one seed)."),
     set_: list[str] = set_option(),
@@ -49,7 +52,7 @@ def ablate_command(
         raise GPVError("--plan, --collect, --pretrain and --variant exclude each other")
     if plan:
         result = ablate.plan(study=study, tasks=tasks, config=config, data_dir=data, out=out, budget=budget,
-                             seeds=seeds, sets=set_, eval_samples=eval_samples, source=source, launcher=launcher)
+                             schedule=schedule, seeds=seeds, sets=set_, eval_samples=eval_samples, source=source, launcher=launcher)
         for command in result["commands"]:
             typer.echo(command)
         console.print(f"{len(result['commands'])} commands saved to {result['script']} and {result['text']}; "
@@ -59,7 +62,8 @@ def ablate_command(
         report = ablate.collect(out, studies=select_studies(study), seeds=seeds)
     else:
         report = ablate.run_ablation(study=study, tasks=tasks, variant=variant, config=config, data_dir=data,
-                                     out=out, budget=budget, seeds=seeds, sets=set_, eval_samples=eval_samples,
+                                     out=out, budget=budget, schedule=schedule, seeds=seeds, sets=set_,
+                                     eval_samples=eval_samples,
                                      source=source, pretrain_only=pretrain,
                                      log=lambda message: console.print(f"[bold]{message}[/]", highlight=False))
         if pretrain:
