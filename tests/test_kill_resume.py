@@ -34,8 +34,10 @@ SEED = 20240601
 ATTEMPTS = 3            # a kill that comes after the command finished is tried again with the next seed
 TEMPORARY = re.compile(r"^\..+(\.[A-Za-z0-9-]*-\d+\.[a-z0-9_]{8}(\.tmp)?|\.old)$")     # see gpvcli.io
 TRAIN = FAST_TRAIN + ["train.max_steps=6", "train.save_every=2", "model.dropout=0.2"]
-# 6 steps of the tiny recipe with checkpoints at steps 2, 4 and 6
-ABLATE = {"tasks": "vqa", "budget": 0.004, "eval_samples": 6, "sets": FAST_TRAIN + ["train.save_every=2"],
+# 6 steps of the tiny recipe with checkpoints at steps 2, 4 and 6 (the four-task model's steps: enough to be
+# killed part-way); the steps are the ablation's to set, not --set's
+ABLATE = {"tasks": "vqa", "budget": 0.004, "schedule": "steps", "eval_samples": 6,
+          "sets": [s for s in FAST_TRAIN if not s.startswith("train.epochs")] + ["train.save_every=2"],
           "show_progress": False}
 VARIANT = "vqa_rel_modality_s0"
 
@@ -108,6 +110,7 @@ def killed(tiny_world, tmp_path_factory) -> dict:
         "train": (gpv("train", "--run", run, "--data", data, *sets(TRAIN)),
                   run, lambda: _step(run) >= train_at, 0.5),
         "ablate": (gpv("ablate", "--tasks", ABLATE["tasks"], "--data", data, "--budget", ABLATE["budget"],
+                       "--schedule", ABLATE["schedule"],
                        "--eval-samples", ABLATE["eval_samples"], "--out", ablation, *sets(ABLATE["sets"])),
                    ablation, lambda: _step(ablation / VARIANT) >= ablate_at, 0.5),
     }
