@@ -3,7 +3,7 @@
 The ablation folder (OUT, default runs/ablate/):
     settings.json           the settings of the latest `gpv ablate` (config, data, start, budget, steps, overrides)
     pretrained/             the variants' shared starting point (`gpvcli.ablate.pretrain`): the tiny recipe's
-                            pre-GPV stages and the shared visual feature cache
+                            pre-GPV stages and the shared visual feature caches of the train and test splits
     NAME/                   one variant (name: gpvcli.ablate.variants.Variant.name), a `gpv train` run folder
                             (config.yaml, metrics.jsonl, last/, best/) started from pretrained/ (or --from), plus
       eval/TASK/            `gpv evaluate` outputs on the test split (by default all of it) of each trained task,
@@ -18,7 +18,8 @@ A finished variant (result.json) is never redone; an unfinished one continues fr
 the pretraining likewise (done.json).
 A variant whose folder was trained with another config (other --budget, --schedule, --set or --from) is refused.
 One process writes OUT at a time (`gpvcli.locks`; a plan's jobs lock only their own folder, pretrained/ or
-the variant's, as `gpv train` does, so that the variants can run side by side).
+the variant's, as `gpv train` does, and a finished pretraining is read without its lock, so that the
+variants can run side by side).
 """
 
 from __future__ import annotations

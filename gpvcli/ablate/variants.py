@@ -43,7 +43,8 @@ VARIANT_FIELDS = ("train.tasks", "model.relevance_conditioning", "model.heads", 
 # a task's samples are seen as often alone as in multitask training; "steps" gives every variant the same steps
 # (a task alone then sees its samples several times as often as in the four-task model).
 SCHEDULES = ("epochs", "steps")
-# The config fields each study varies (everything else must be equal between its variants).
+# The config fields each study varies (everything else must be equal between its variants; under the epochs
+# schedule Table 1's rows also differ in train.max_steps and train.epochs).
 STUDY_CHANGES = {"tasks": ("train.tasks",), "relevance": ("model.relevance_conditioning",),
                  "heads": ("model.heads",)}
 
