@@ -139,7 +139,7 @@ def test_int8_cache_within_half_a_step_of_the_encoder_and_half_the_bytes(tmp_pat
 def test_rows_from_memory_equal_rows_from_disk(tmp_path, encoder, form):
     fp = visual_fingerprint(encoder, CFG)
     path = build_feature_cache(encoder, _items(4), tmp_path / "m.h5", batch_size=3, fingerprint=fp, form=form)
-    disk, memory = FeatureCache(path, fp), FeatureCache(path, fp, in_memory=True)
+    disk, memory = FeatureCache(path, fp), FeatureCache(path, fp).load()
     keys = ["img:3", "img:0", "img:3", "img:2"]      # any order, repeats allowed
     got, want = memory.rows(keys), disk.rows(keys)
     assert set(got) == set(want)

@@ -114,7 +114,7 @@ class Decoder:
         self.num_workers = num_workers        # DataLoader workers that read and resize the images
         self.model, self.cfg, self.vocab, self.tokenizer = load_model(checkpoint, device=str(self.device))
         self.features = None if features is None else FeatureCache(
-            features, visual_fingerprint(self.model.visual, self.cfg.visual), in_memory=True)
+            features, visual_fingerprint(self.model.visual, self.cfg.visual)).load()
 
     def __call__(self, store: SplitStore, indices: np.ndarray, *, image_of: np.ndarray | None = None,
                  query_of: np.ndarray | None = None, batch_size: int = 64, beam_size: int = 1,

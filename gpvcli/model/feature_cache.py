@@ -224,11 +224,11 @@ class FeatureCache:
     (pass None to skip the check). `rows(keys)` returns the stored arrays of those keys (see the
     module docstring), `get(keys)` the VisualEncoder.forward dict for them, batched, float32, on the
     CPU. The HDF5 file is opened lazily and reopened
-    in a forked process, so a cache can be shared with DataLoader workers. With `in_memory`, every
-    dataset is read once, here, and rows come from memory (forked workers share those pages).
+    in a forked process, so a cache can be shared with DataLoader workers. After `load()`, rows come from
+    memory (read once, before workers fork: they share those pages).
     """
 
-    def __init__(self, path: str | Path, expected_fingerprint: str | None, *, in_memory: bool = False):
+    def __init__(self, path: str | Path, expected_fingerprint: str | None):
         self.path = Path(path)
         if not self.path.is_file():
             raise GPVError(f"feature cache not found: {self.path}")
@@ -251,9 +251,12 @@ class FeatureCache:
         self._file: h5py.File | None = None
         self._pid = -1
         self._arrays: dict[str, np.ndarray] | None = None
-        if in_memory:
-            with h5py.File(self.path, "r") as f:
-                self._arrays = {name: f[name][:] for name in self.datasets}
+
+    def load(self) -> FeatureCache:
+        """Read every dataset into memory; `rows` reads from there from now on. Returns the cache."""
+        with h5py.File(self.path, "r") as f:
+            self._arrays = {name: f[name][:] for name in self.datasets}
+        return self
 
     def __len__(self) -> int:
         return len(self._index)

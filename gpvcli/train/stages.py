@@ -155,12 +155,15 @@ class GPVStage:
 
     def start_epoch(self, epoch: int, *, frozen_visual: bool, cache_dir: Path, dist: distributed.Dist,
                     show_progress: bool) -> None:
-        """Freeze (and read cached features) or unfreeze the visual encoder; seed the epoch's VQA targets."""
+        """Freeze (and read cached features, from memory within train.cache_memory_gb) or unfreeze the visual
+        encoder; seed the epoch's VQA targets."""
         self.visual.set_trainable(not frozen_visual)
         use_cache = frozen_visual and self.cfg.train.cache_features
         if use_cache and self.features is None:
             self.features = ensure_feature_cache(self.visual, self.cfg, self.train_set, cache_dir / "train.h5",
                                                  dist, show_progress)
+            if self.features.path.stat().st_size <= self.cfg.train.cache_memory_gb * 1e9:
+                self.features.load()
         self.train_set.use_features = use_cache
         self.train_set.features = self.collate.features = self.features if use_cache else None
         self.train_set.set_epoch(epoch)
@@ -218,7 +221,7 @@ def ensure_feature_cache(visual: VisualEncoder, cfg: RunConfig, dataset: GPVData
     """The feature cache of `dataset`'s images and crops for this visual encoder (in `train.cache_form`, within
     `train.cache_max_gb`), built on rank 0 if needed (absent, unreadable, made by another encoder, in another
     form or missing some keys: a cache is derived data, rebuilt rather than refused). Its images are read by
-    DataLoader workers. A cache file within `train.cache_memory_gb` is read into memory."""
+    DataLoader workers."""
     t = cfg.train
     v = cfg.model.visual
     per_key = bytes_per_sample(queries=v.num_queries, state_dim=visual.state_dim, roi_dim=visual.roi_dim,
@@ -243,7 +246,7 @@ def ensure_feature_cache(visual: VisualEncoder, cfg: RunConfig, dataset: GPVData
         build_feature_cache(visual, loader, path, fingerprint=fingerprint, show_progress=show_progress,
                             total=len(keys), batch_size=t.val_batch_size, form=t.cache_form)
     distributed.barrier(dist)
-    return FeatureCache(path, fingerprint, in_memory=path.stat().st_size <= t.cache_memory_gb * 1e9)
+    return FeatureCache(path, fingerprint)
 
 
 class _KeyImages(Dataset):
