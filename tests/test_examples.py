@@ -112,6 +112,7 @@ def workspace(tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("examples")   # each script reads what the ones before it wrote: one worker runs them all
 @pytest.mark.parametrize("script", list(CHECKS))
 def test_example(script, workspace):
     if workspace["failed"]:
