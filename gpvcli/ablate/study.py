@@ -341,10 +341,11 @@ def markdown(report: dict) -> str:
     lines = ["# GPV-1 ablations", ""]
     s = report["settings"]
     if s:
-        per = ("per variant" if s.get("schedule") == "steps" else
+        schedule = s.get("schedule", "steps")       # settings saved before --schedule had the steps schedule
+        per = ("per variant" if schedule == "steps" else
                "for the four-task model, the others in proportion to their training samples (the same epochs)")
         lines += [(f"Config `{s['config']}`, {s['steps']} optimizer steps {per} (budget {s['budget']:g}, "
-                   f"schedule {s.get('schedule', 'steps')}), data `{s['data_dir']}`; overrides: "
+                   f"schedule {schedule}), data `{s['data_dir']}`; overrides: "
                    f"`{' '.join(s['overrides'])}`."), ""]
         start = s.get("start")
         lines += [f"Every variant starts from `{start}`"

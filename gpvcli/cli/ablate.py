@@ -52,7 +52,8 @@ def ablate_command(
         raise GPVError("--plan, --collect, --pretrain and --variant exclude each other")
     if plan:
         result = ablate.plan(study=study, tasks=tasks, config=config, data_dir=data, out=out, budget=budget,
-                             schedule=schedule, seeds=seeds, sets=set_, eval_samples=eval_samples, source=source, launcher=launcher)
+                             schedule=schedule, seeds=seeds, sets=set_, eval_samples=eval_samples, source=source,
+                             launcher=launcher)
         for command in result["commands"]:
             typer.echo(command)
         console.print(f"{len(result['commands'])} commands saved to {result['script']} and {result['text']}; "
